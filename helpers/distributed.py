@@ -57,7 +57,6 @@ __all__ = [
     "make_mlp",
     "ControlledStage",
     "make_pipeline_stages",
-    "pipeline_makespan_bubble",
     "tensor_bytes",
     "CommLog",
     "count_collectives",
@@ -101,6 +100,23 @@ def _die_with_parent() -> None:
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def _connect_peers(rank: int, world_size: int) -> None:
+    # Gloo's first point-to-point message between two ranks can take a second
+    # or more to arrive (its channel is set up lazily); exchange one with
+    # every peer now, so that the timings of the launched function do not
+    # depend on which pairs happened to talk first.
+    token = torch.zeros(1)
+    inbox = [torch.empty(1) for _ in range(world_size)]
+    works = []
+    for peer in range(world_size):
+        if peer != rank:
+            works.append(dist.isend(token, dst=peer))
+            works.append(dist.irecv(inbox[peer], src=peer))
+    for work in works:
+        work.wait()
+    dist.barrier()
+
+
 def _rank_main(fn, rank, world_size, backend, port, tmpdir, timeout, args, kwargs):
     _die_with_parent()
     code = 0
@@ -114,6 +130,8 @@ def _rank_main(fn, rank, world_size, backend, port, tmpdir, timeout, args, kwarg
             torch.cuda.set_device(rank % torch.cuda.device_count())
         dist.init_process_group(backend, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout))
+        if backend == "gloo":
+            _connect_peers(rank, world_size)
         result = fn(rank, world_size, *args, **kwargs)
         try:
             torch.save(result, os.path.join(tmpdir, f"rank{rank}.pt"))
@@ -252,18 +270,20 @@ class _SleepBackward(torch.autograd.Function):
 
 
 class _MarkBackwardEnd(torch.autograd.Function):
-    """Identity at the start of the stage; its backward closes the busy interval."""
+    """Identity on the stage's input and weight; its backward, which runs once
+    both gradients are computed, closes the stage's busy interval. (The weight
+    keeps it in the graph when the input needs no gradient, on the first stage.)"""
 
     @staticmethod
-    def forward(ctx, x, stage):
+    def forward(ctx, stage, x, weight):
         ctx.stage = stage
-        return x.view_as(x)
+        return x.view_as(x), weight.view_as(weight)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad_x, grad_weight):
         stage = ctx.stage
         stage.busy_s += time.perf_counter() - stage._backward_start
-        return grad, None
+        return None, grad_x, grad_weight
 
 
 class ControlledStage(nn.Module):
@@ -287,9 +307,10 @@ class ControlledStage(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         start = time.perf_counter()
-        if torch.is_grad_enabled() and (x.requires_grad or self.linear.weight.requires_grad):
-            x = _MarkBackwardEnd.apply(x, self)
-        y = torch.tanh(self.linear(x))
+        weight = self.linear.weight
+        if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+            x, weight = _MarkBackwardEnd.apply(self, x, weight)
+        y = torch.tanh(nn.functional.linear(x, weight, self.linear.bias))
         time.sleep(self.fwd_s_per_sample * x.shape[0])
         if y.requires_grad:
             y = _SleepBackward.apply(y, self.bwd_s_per_sample * x.shape[0], self)
@@ -302,23 +323,6 @@ def make_pipeline_stages(n_stages: int, width: int, seed: int = 0, fwd_s_per_sam
     """The stages of one model, identical on every rank for a given seed."""
     torch.manual_seed(seed)
     return [ControlledStage(width, fwd_s_per_sample, bwd_s_per_sample) for _ in range(n_stages)]
-
-
-def pipeline_makespan_bubble(elapsed_s: float, busy_s: float) -> tuple[float, float]:
-    """Collective over all ranks: (makespan, bubble fraction) of one step.
-
-    Each rank passes its own wall time for the step (started right after a
-    barrier) and its stage's busy time. The makespan is the slowest rank's
-    wall time; the bubble is the share of ``world_size * makespan``
-    rank-seconds in which no stage computed.
-    """
-    t = torch.tensor([elapsed_s, busy_s], dtype=torch.float64)
-    gathered = [torch.zeros_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, t)
-    stacked = torch.stack(gathered)
-    makespan = stacked[:, 0].max().item()
-    bubble = 1.0 - stacked[:, 1].sum().item() / (len(gathered) * makespan)
-    return makespan, bubble
 
 
 # ---------------------------------------------------------------- memory and communication

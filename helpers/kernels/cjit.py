@@ -159,7 +159,9 @@ def compile_c(source: str, name: str = "kernel", extra_flags: Iterable[str] = ()
             src.write_text(source)
             out = Path(tmp) / f"{name}.so"
             cmd = [cc, *all_flags, str(src), "-o", str(out)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            # LC_ALL=C: plain ASCII quotes in diagnostics, whatever the locale.
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                                  env={**os.environ, "LC_ALL": "C"})
             if proc.returncode != 0:
                 raise _format_error(name, source, proc.stderr + proc.stdout, str(src), cmd_record) from None
             meta = {"name": name, "compiler": cc, "compiler_version": _compiler_version(cc),
@@ -214,7 +216,7 @@ def ptr(x: Any, dtype: str, *, name: str, shape: Sequence[int | None] | None = N
         got_shape = tuple(x.shape)
         ok = len(got_shape) == len(shape) and all(w is None or g == w for g, w in zip(got_shape, shape))
         if not ok:
-            want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ")"
+            want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ("," if len(shape) == 1 else "") + ")"
             raise ValueError(f"`{name}` has shape {got_shape}, expected {want}.")
     contiguous = x.flags["C_CONTIGUOUS"] if is_np else x.is_contiguous()
     if not contiguous:

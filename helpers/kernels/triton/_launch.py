@@ -39,7 +39,7 @@ def require(t, name: str, dtype: torch.dtype | tuple[torch.dtype, ...], shape: t
     if shape is not None:
         ok = t.dim() == len(shape) and all(w is None or g == w for g, w in zip(t.shape, shape))
         if not ok:
-            want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ")"
+            want = "(" + ", ".join("*" if w is None else str(w) for w in shape) + ("," if len(shape) == 1 else "") + ")"
             raise ValueError(f"`{name}` has shape {tuple(t.shape)}, expected {want}.")
     if not t.is_contiguous():
         raise ValueError(f"`{name}` is not contiguous (a transpose or slice?): pass `{name}.contiguous()`.")

@@ -1,0 +1,84 @@
+"""Where things live: the course root (this repository) and the grading
+work directory (git-ignored), and the nbgrader CourseDirectory over them."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LAB_ID = re.compile(r"^lab\d\d_[a-z0-9_]+$")
+
+
+@dataclass
+class Course:
+    root: Path = REPO_ROOT
+    workdir: Path = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self):
+        self.root = Path(self.root).resolve()
+        if self.workdir is None:
+            self.workdir = Path(os.environ.get("EFFML_WORKDIR", self.root / "grading"))
+        self.workdir = Path(self.workdir).resolve()
+
+    # -- paths
+    @property
+    def solutions(self) -> Path:
+        return self.root / "solutions"
+
+    @property
+    def labs_dir(self) -> Path:
+        return self.root / "labs"
+
+    @property
+    def db_path(self) -> Path:
+        return self.workdir / "gradebook.db"
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.db_path}"
+
+    def submitted(self, student: str, lab: str) -> Path:
+        return self.workdir / "submitted" / student / lab
+
+    def autograded(self, student: str, lab: str) -> Path:
+        return self.workdir / "autograded" / student / lab
+
+    def feedback_dir(self) -> Path:
+        return self.workdir / "feedback"
+
+    def solution_notebook(self, lab: str) -> Path:
+        return self.solutions / lab / f"{lab}.ipynb"
+
+    def release_notebook(self, lab: str) -> Path:
+        return self.labs_dir / lab / f"{lab}.ipynb"
+
+    def labs(self) -> list[str]:
+        """Lab ids that have a solution notebook, in order."""
+        if not self.solutions.is_dir():
+            return []
+        return sorted(p.name for p in self.solutions.iterdir()
+                      if LAB_ID.match(p.name) and (p / f"{p.name}.ipynb").exists())
+
+    def check_lab(self, lab: str) -> str:
+        if lab not in self.labs():
+            known = ", ".join(self.labs()) or "none"
+            raise SystemExit(f"unknown lab {lab!r}; labs with a solution notebook: {known}")
+        return lab
+
+    def coursedir(self, release_directory: Path | None = None):
+        """nbgrader's CourseDirectory for this course (absolute paths, so the
+        work directory may live anywhere)."""
+        from nbgrader.coursedir import CourseDirectory
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return CourseDirectory(
+            root=str(self.root),
+            source_directory=str(self.solutions),
+            release_directory=str(release_directory or self.labs_dir),
+            submitted_directory=str(self.workdir / "submitted"),
+            autograded_directory=str(self.workdir / "autograded"),
+            feedback_directory=str(self.workdir / "feedback"),
+            db_url=self.db_url,
+        )

@@ -1,0 +1,306 @@
+"""Grade submissions: restore locked and hidden cells (nbgrader), execute
+with papermill in QUICK mode under limits, record scores in the gradebook,
+keep the autograded notebooks for feedback.
+
+Only the main process touches the gradebook: the expensive part (execution)
+runs in worker threads that each drive a child process, so ``workers=N``
+grades N notebooks at once without ever writing the database concurrently.
+A finished submission leaves ``<workdir>/results/<lab>/<student>.json``; a
+re-run skips those whose input and lab are unchanged (resumable batches).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from .course import Course
+from .execute import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, execute
+from .release import ensure_in_gradebook
+from .scoring import score_cells, totals
+from .submissions import Submission
+
+log = logging.getLogger("effml.grade")
+
+
+@dataclass
+class GradeOptions:
+    quick: bool = True
+    seed: int = 0
+    cell_timeout: int | None = None       # None: the lab's own limit, else the default
+    notebook_timeout: int | None = None
+    workers: int = 1
+    force: bool = False                   # re-grade even when a result exists
+    sandbox: object = None                # callable(cmd, workdir) -> cmd, see autograder.sandbox
+
+
+@dataclass
+class Result:
+    student: str
+    lab: str
+    status: str
+    auto_score: float = 0.0
+    auto_max: float = 0.0
+    manual_max: float = 0.0
+    max_score: float = 0.0
+    reasons: list[str] = field(default_factory=list)
+    tasks: dict = field(default_factory=dict)     # grade_id -> score (None: manual)
+    exec_s: float = 0.0
+    total_s: float = 0.0
+    input_sha256: str = ""
+    lab_sha256: str = ""
+    resumed: bool = False
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def lab_limits(course: Course, lab: str) -> dict:
+    """A lab may set its own limits in its notebook metadata:
+    ``{"effml": {"cell_timeout": 120, "notebook_timeout": 900}}``."""
+    nb = nbformat.read(course.solution_notebook(lab), as_version=4)
+    return dict(nb.metadata.get("effml", {}))
+
+
+def _lab_hash(course: Course, lab: str) -> str:
+    return hashlib.sha256(course.solution_notebook(lab).read_bytes()).hexdigest()
+
+
+def _result_path(course: Course, lab: str, student: str) -> Path:
+    return course.workdir / "results" / lab / f"{student}.json"
+
+
+def load_result(course: Course, lab: str, student: str) -> Result | None:
+    try:
+        return Result(**json.loads(_result_path(course, lab, student).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _save_result(course: Course, result: Result) -> None:
+    path = _result_path(course, result.lab, result.student)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(asdict(result), indent=1))
+    os.replace(tmp, path)  # atomic: a killed batch never leaves half a result
+
+
+# ---------------------------------------------------------------- steps
+
+
+def _resources(course: Course, sub: Submission) -> dict:
+    return {"nbgrader": {"db_url": course.db_url, "assignment": sub.lab, "notebook": sub.lab,
+                         "student": sub.student}}
+
+
+def _register(course: Course, sub: Submission) -> None:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.db_url) as gb:
+        gb.update_or_create_student(sub.student)
+        gb.update_or_create_submission(sub.lab, sub.student)
+
+
+def _source_grade_ids(course: Course, lab: str) -> list[str]:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.db_url) as gb:
+        return [c.name for c in gb.find_notebook(lab, lab).grade_cells]
+
+
+def sanitize(course: Course, sub: Submission, nb) -> tuple[object, list[str]]:
+    """nbgrader's autograde sanitising: clear outputs, drop duplicated ids,
+    restore the release's kernelspec, and overwrite locked and test cells
+    (hidden tests included) from the gradebook, re-adding deleted ones."""
+    from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds,
+                                        OverwriteCells, OverwriteKernelspec)
+    from nbgrader.utils import is_grade
+
+    reasons = []
+    present = [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells if is_grade(c)]
+    dupes = sorted({g for g in present if present.count(g) > 1})
+    if dupes:
+        reasons.append("duplicated cell ids " + ", ".join(dupes) + " (only the first copy is graded)")
+    missing = [g for g in _source_grade_ids(course, sub.lab) if g not in present]
+    if missing:
+        reasons.append("deleted graded cells " + ", ".join(missing) + " (restored from the release)")
+    resources = _resources(course, sub)
+    for pp in (ClearOutput(), DeduplicateIds(), OverwriteKernelspec(),
+               OverwriteCells(add_missing_cells=True), CheckCellMetadata()):
+        pp.log.setLevel(logging.ERROR)
+        nb, resources = pp.preprocess(nb, resources)
+    return nb, reasons
+
+
+def _zero_grades(course: Course, sub: Submission) -> None:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.db_url) as gb:
+        for grade in gb.find_submission_notebook(sub.lab, sub.lab, sub.student).grades:
+            grade.auto_score = 0
+            grade.needs_manual_grade = False
+        gb.db.commit()
+
+
+def _prepare(course: Course, sub: Submission, lab_sha: str, exec_root: Path):
+    """Main thread: returns (path to execute, reasons) or a finished Result."""
+    start = time.monotonic()
+    base = Result(sub.student, sub.lab, "pending", input_sha256=sub.sha256, lab_sha256=lab_sha)
+    _register(course, sub)
+    submitted = course.submitted(sub.student, sub.lab)
+    submitted.mkdir(parents=True, exist_ok=True)
+    if sub.data is not None:
+        (submitted / f"{sub.lab}.ipynb").write_bytes(sub.data)
+    problem = sub.problem
+    nb = None
+    if not problem:
+        try:
+            nb = nbformat.reads(sub.data.decode("utf-8"), as_version=4)
+            nbformat.validate(nb)
+        except Exception as exc:  # noqa: BLE001 - anything unreadable scores 0 with the reason
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            problem = f"the notebook file is not a valid notebook ({first[:160]})"
+    reasons: list[str] = []
+    if not problem:
+        try:
+            nb, reasons = sanitize(course, sub, nb)
+        except Exception as exc:  # noqa: BLE001
+            problem = f"the notebook's grading metadata is damaged ({exc})"
+    if problem:
+        _zero_grades(course, sub)
+        base.status, base.reasons = "invalid", [problem]
+        base.total_s = time.monotonic() - start
+        _finish_totals(course, base)
+        return base
+    work = exec_root / sub.lab / sub.student
+    if work.exists():
+        shutil.rmtree(work)
+    release = course.labs_dir / sub.lab
+    if release.exists():  # data files the lab ships beside the notebook
+        shutil.copytree(release, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / f"{sub.lab}.ipynb"
+    nbformat.write(nb, path)
+    base.reasons = reasons
+    base.total_s = time.monotonic() - start
+    return path, base
+
+
+def _finalize(course: Course, sub: Submission, base: Result, exec_result) -> Result:
+    from nbgrader.preprocessors import LimitOutput, SaveAutoGrades
+
+    start = time.monotonic()
+    nb = exec_result.notebook
+    resources = _resources(course, sub)
+    for pp in (LimitOutput(), SaveAutoGrades()):
+        pp.log.setLevel(logging.ERROR)
+        nb, resources = pp.preprocess(nb, resources)
+    out = course.autograded(sub.student, sub.lab)
+    out.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out / f"{sub.lab}.ipynb")
+    base.status = exec_result.status
+    base.reasons = base.reasons + exec_result.reasons
+    base.exec_s = exec_result.duration_s
+    base.tasks = {r.grade_id: r.score for r in score_cells(nb)}
+    _finish_totals(course, base)
+    base.total_s += exec_result.duration_s + time.monotonic() - start
+    return base
+
+
+def _finish_totals(course: Course, result: Result) -> None:
+    """Scores as the gradebook has them (a manual grade, once given, counts)."""
+    from nbgrader.api import Gradebook
+
+    with Gradebook(course.db_url) as gb:
+        nb = gb.find_submission_notebook(result.lab, result.lab, result.student)
+        auto = [g for g in nb.grades if g.cell_type == "code" and not g.needs_manual_grade]
+        result.tasks = {g.name: g.score if not g.needs_manual_grade else None for g in nb.grades}
+        result.auto_score = float(sum(g.score for g in auto))
+        result.auto_max = float(sum(g.max_score for g in nb.grades if g.cell_type == "code"))
+        result.max_score = float(nb.max_score)
+        result.manual_max = result.max_score - result.auto_max
+
+
+# ---------------------------------------------------------------- batch
+
+
+def grade(course: Course, subs: list[Submission], options: GradeOptions | None = None,
+          progress=None) -> list[Result]:
+    """Grade ``subs``; ``progress(result)`` is called as each one finishes."""
+    options = options or GradeOptions()
+    results: list[Result] = []
+    seen = set()
+    todo = []
+    for sub in subs:
+        key = (sub.student, sub.lab)
+        if key in seen:
+            log.warning("%s submitted %s twice; grading the first (%s)", sub.student, sub.lab, sub.origin)
+            continue
+        seen.add(key)
+        todo.append(sub)
+
+    lab_shas = {}
+    for lab in sorted({s.lab for s in todo}):
+        course.check_lab(lab)
+        ensure_in_gradebook(course, lab)
+        lab_shas[lab] = _lab_hash(course, lab)
+
+    exec_root = course.workdir / "exec"
+    pending = []
+    for sub in todo:
+        previous = None if options.force else load_result(course, sub.lab, sub.student)
+        if previous and previous.input_sha256 == sub.sha256 and previous.lab_sha256 == lab_shas[sub.lab]:
+            previous.resumed = True
+            results.append(previous)
+            if progress:
+                progress(previous)
+            continue
+        prepared = _prepare(course, sub, lab_shas[sub.lab], exec_root)
+        if isinstance(prepared, Result):
+            _save_result(course, prepared)
+            results.append(prepared)
+            if progress:
+                progress(prepared)
+        else:
+            pending.append((sub, *prepared))
+
+    def run(item):
+        sub, path, _ = item
+        limits = lab_limits(course, sub.lab)
+        cell_timeout = options.cell_timeout or limits.get("cell_timeout", DEFAULT_CELL_TIMEOUT)
+        nb_timeout = options.notebook_timeout or limits.get("notebook_timeout", DEFAULT_NOTEBOOK_TIMEOUT)
+        env = {"EFFML_QUICK": "1" if options.quick else "0", "EFFML_SEED": str(options.seed)}
+        wrap = (lambda cmd: options.sandbox(cmd, path.parent)) if options.sandbox else None
+        return execute(path, path.with_name(f"{sub.lab}.executed.ipynb"),
+                       parameters={"QUICK": options.quick, "SEED": options.seed},
+                       cell_timeout=cell_timeout, notebook_timeout=nb_timeout, cwd=path.parent,
+                       env=env, wrap=wrap, log_path=path.with_name("execution.log"))
+
+    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+        futures = {pool.submit(run, item): item for item in pending}
+        for fut in as_completed(futures):
+            sub, _, base = futures[fut]
+            try:
+                result = _finalize(course, sub, base, fut.result())
+            except Exception as exc:  # noqa: BLE001 - one bad submission never stops a batch
+                log.exception("grading %s/%s failed", sub.student, sub.lab)
+                _zero_grades(course, sub)
+                base.status, base.reasons = "failed", base.reasons + [f"the grader failed: {exc}"]
+                _finish_totals(course, base)
+                result = base
+            _save_result(course, result)
+            results.append(result)
+            if progress:
+                progress(result)
+    order = {(s.student, s.lab): i for i, s in enumerate(todo)}
+    results.sort(key=lambda r: order.get((r.student, r.lab), 0))
+    return results

@@ -1,0 +1,99 @@
+"""Run a submission's executor and kernel in a sandbox.
+
+bubblewrap (Debian package ``bubblewrap``): read-only root, a private /tmp,
+no network (loopback only, enough for the kernel's sockets), its own PID
+namespace so everything it started dies with it, and the course's secrets
+(hidden tests in solutions/, the gradebook and other students' files in the
+grading work directory, the submissions folder) replaced by empty folders.
+Resource limits (memory, CPU time, processes, file size, open files) are set
+with ``prlimit`` in both modes. Without bubblewrap, ``rlimits`` applies only
+the limits, with a warning: no isolation.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SANDBOX_UID = 1000  # an unprivileged uid inside the user namespace, so process limits apply
+
+
+@dataclass
+class Limits:
+    memory_bytes: int = int(os.environ.get("EFFML_MEMORY_LIMIT", 6 * 2**30))
+    cpu_seconds: int = int(os.environ.get("EFFML_CPU_LIMIT", 3600))
+    processes: int = int(os.environ.get("EFFML_PROCESS_LIMIT", 256))
+    file_bytes: int = int(os.environ.get("EFFML_FILE_LIMIT", 512 * 2**20))
+    open_files: int = 4096
+
+
+@dataclass
+class Sandbox:
+    kind: str                          # bwrap | rlimits
+    hide: list[Path] = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+
+    def limit_prefix(self) -> list[str]:
+        lim = self.limits
+        return ["prlimit", f"--data={lim.memory_bytes}", f"--cpu={lim.cpu_seconds}",
+                f"--nproc={lim.processes}", f"--fsize={lim.file_bytes}", f"--nofile={lim.open_files}", "--"]
+
+    def __call__(self, cmd: list[str], workdir: Path) -> list[str]:
+        if self.kind == "rlimits":
+            return self.limit_prefix() + cmd
+        workdir = Path(workdir).resolve()
+        args = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        for path in self.hide:
+            if path.exists():
+                args += ["--tmpfs", str(path.resolve())]
+        # Bound after the hiding tmpfs mounts, so a work dir inside a hidden folder is still visible.
+        args += ["--bind", str(workdir), str(workdir),
+                 "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+                 "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+                 "--die-with-parent", "--new-session",
+                 "--setenv", "HOME", "/tmp/home",
+                 "--setenv", "JUPYTER_RUNTIME_DIR", "/tmp/jupyter-runtime",
+                 "--setenv", "JUPYTER_DATA_DIR", "/tmp/jupyter-data",
+                 "--setenv", "IPYTHONDIR", "/tmp/ipython",
+                 "--setenv", "MPLCONFIGDIR", "/tmp/mpl",
+                 "--setenv", "EFFML_CACHE_DIR", "/tmp/effml-cache",
+                 "--chdir", str(workdir)]
+        return args + self.limit_prefix() + cmd
+
+
+@functools.lru_cache(maxsize=1)
+def bwrap_works() -> bool:
+    """bubblewrap is installed and can create the namespaces we ask for here."""
+    if not shutil.which("bwrap"):
+        return False
+    probe = Sandbox("bwrap")([sys.executable, "-c", "print('ok')"], Path("/tmp"))
+    try:
+        out = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and out.stdout.strip() == "ok"
+
+
+def make_sandbox(kind: str, course, extra_hide: list[Path] | None = None) -> Sandbox | None:
+    """``auto``: bubblewrap where it works, else resource limits with a
+    warning; ``none``: run on the host (trusted notebooks only)."""
+    if kind == "none":
+        return None
+    hide = [course.solutions, course.workdir] + list(extra_hide or [])
+    if kind in ("auto", "bwrap"):
+        if bwrap_works():
+            return Sandbox("bwrap", hide)
+        if kind == "bwrap":
+            raise SystemExit("bubblewrap is not usable here: install the Debian package `bubblewrap` "
+                             "(`make venv` does), or pass --sandbox rlimits")
+        warnings.warn("bubblewrap is not installed or not usable: submissions run with resource limits "
+                      "only, NOT isolated from the course files or the network. Install `bubblewrap`.",
+                      stacklevel=2)
+    if not shutil.which("prlimit"):
+        raise SystemExit("prlimit (util-linux) is missing: cannot apply resource limits")
+    return Sandbox("rlimits", hide)

@@ -1,0 +1,558 @@
+"""Lab 07 machinery: SmolLM2 decoding on the CPU with int4 weights.
+
+- A minimal Llama forward (:class:`EdgeLlama`) for SmolLM2 with a KV cache,
+  taking its weights from the transformers model, where every linear layer
+  calls a pluggable GEMV (:class:`Fp32Gemv`, :class:`W4A8Gemv`); RMSNorm,
+  RoPE, grouped-query attention and the SiLU MLP are numpy.
+- The torch reference of the same W4A8 arithmetic (:func:`w4a8_reference_model`:
+  the transformers model with every linear layer replaced by exact W4A8 sums).
+- The kernel harness of the lab: the scalar reference kernel
+  (:data:`REFERENCE_SRC`), compiling and binding a student's kernel, random
+  GEMV problems with their exact answer, interleaved best-of timing, GOPS.
+- Tokens/s: :func:`measure_decode` (fp32 / w4, used by ``benchmarks/llm.py``)
+  and :func:`measure_llama_cpp` where llama-cpp-python is importable.
+
+The weight format is the one of :mod:`helpers.kernels.int4` (TinyChatEngine:
+blocks of 32 along K, 4-bit codes with zero point 8, one fp32 scale per
+block; activations int8 per block of 32). A kernel is a C function
+
+    void gemv_int4_<variant>(const uint8_t *codes, const float *scales,
+                             const int8_t *xq, const float *xs, float *y,
+                             int n, int k, int num_threads);
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .checks import CheckError
+from .kernels.cjit import compile_c
+
+__all__ = [
+    "BLOCK",
+    "REFERENCE_SRC",
+    "KERNEL_SIGNATURE",
+    "bind_kernel",
+    "compile_kernel",
+    "reference_kernel",
+    "helpers_kernel",
+    "GemvProblem",
+    "gemv_problem",
+    "run_kernel",
+    "time_kernels",
+    "gops",
+    "quantize_activation",
+    "Fp32Gemv",
+    "W4A8Gemv",
+    "EdgeLlama",
+    "w4a8_reference_model",
+    "torch_greedy",
+    "chat_prompt_ids",
+    "measure_decode",
+    "measure_llama_cpp",
+]
+
+BLOCK = 32
+
+KERNEL_SIGNATURE = (
+    "void gemv_int4_{variant}(const uint8_t *codes, const float *scales, const int8_t *xq, "
+    "const float *xs, float *y, int n, int k, int num_threads)")
+
+# The scalar baseline every variant is measured against. Same loop as
+# `gemv_int4_reference` in helpers/kernels/c/int4_gemv.c (a test checks they
+# agree); GCC must not auto-vectorize it, or "reference" would already be SIMD.
+REFERENCE_SRC = r"""
+#include <stdint.h>
+
+#define BLOCK 32
+
+/* y[row] = sum over blocks b of  scales[row][b] * xs[b] * sum_{j<32} (code - 8) * xq[32*b + j]
+ * codes: 16 bytes per block; byte j holds column 32*b + j (low nibble)
+ *        and column 32*b + 16 + j (high nibble). */
+__attribute__((optimize("no-tree-vectorize")))
+void gemv_int4_reference(const uint8_t *codes, const float *scales, const int8_t *xq,
+                         const float *xs, float *y, int n, int k, int num_threads) {
+    (void)num_threads;  /* single-threaded */
+    const int nb = k / BLOCK;
+    for (int row = 0; row < n; row++) {
+        const uint8_t *w = codes + (long)row * (k / 2);
+        float acc = 0.0f;
+        for (int b = 0; b < nb; b++) {
+            int32_t isum = 0;
+            for (int j = 0; j < 16; j++) {
+                uint8_t byte = w[b * 16 + j];
+                int lo = (byte & 0x0F) - 8;
+                int hi = (byte >> 4) - 8;
+                isum += lo * xq[b * BLOCK + j] + hi * xq[b * BLOCK + 16 + j];
+            }
+            acc += scales[(long)row * nb + b] * xs[b] * (float)isum;
+        }
+        y[row] = acc;
+    }
+}
+"""
+
+_ARGTYPES = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 3
+
+
+# ---------------------------------------------------------------- kernels
+
+def bind_kernel(lib: ctypes.CDLL, variant: str, *, task: str | None = None) -> Callable:
+    """The function ``gemv_int4_<variant>`` of ``lib`` with its argument types set."""
+    name = f"gemv_int4_{variant}"
+    fn = getattr(lib, name, None)
+    if fn is None:
+        prefix = f"Task {task}: " if task else ""
+        raise CheckError(f"{prefix}the C source defines no function `{name}`. Define it with the signature\n  "
+                         + KERNEL_SIGNATURE.format(variant=variant)
+                         + "\n(a `static` function is not exported: drop `static`).")
+    fn.restype = None
+    fn.argtypes = _ARGTYPES
+    return fn
+
+
+def compile_kernel(source: str, variant: str, *, task: str | None = None) -> Callable:
+    """Compile C ``source`` (cached by hash) and return its ``gemv_int4_<variant>``.
+    A compile error is raised as :class:`helpers.kernels.cjit.CompileError`
+    with the compiler's messages and the line numbers of ``source``."""
+    if not isinstance(source, str):
+        prefix = f"Task {task}: " if task else ""
+        raise CheckError(f"{prefix}the kernel source is a {type(source).__name__}, expected the C code as a str.")
+    return bind_kernel(compile_c(source, name=f"lab07_{variant}"), variant, task=task)
+
+
+@functools.lru_cache(maxsize=1)
+def reference_kernel() -> Callable:
+    """The scalar baseline compiled from :data:`REFERENCE_SRC`."""
+    return compile_kernel(REFERENCE_SRC, "reference")
+
+
+@functools.lru_cache(maxsize=None)
+def helpers_kernel(variant: str = "all") -> Callable:
+    """The engine's optimized kernel from :mod:`helpers.kernels.int4`."""
+    from .kernels.cjit import compile_file
+    return bind_kernel(compile_file("int4_gemv.c"), variant)
+
+
+@dataclass
+class GemvProblem:
+    """A random W4A8 GEMV: packed weight, quantized activation, exact answer."""
+    n: int
+    k: int
+    codes: np.ndarray    # uint8 [n, k/2]
+    scales: np.ndarray   # float32 [n, k/32]
+    xq: np.ndarray       # int8 [k]
+    xs: np.ndarray       # float32 [k/32]
+    y_ref: np.ndarray    # float64 [n], the exact sums
+
+    @property
+    def macs(self) -> int:
+        return self.n * self.k
+
+
+def gemv_problem(n: int, k: int, seed: int = 0) -> GemvProblem:
+    """A weight with a different scale in every block (row-wise and block-wise
+    spread, so a scale applied per row or per tensor is caught) and codes over
+    the whole 0..15 range, an activation with outlier blocks; the answer is
+    the exact integer block sums scaled in float64."""
+    if k % BLOCK:
+        raise ValueError(f"k={k} must be a multiple of {BLOCK} (the packed format pads K to whole blocks).")
+    rng = np.random.default_rng(seed)
+    nb = k // BLOCK
+    codes = rng.integers(0, 256, size=(n, k // 2), dtype=np.uint8)
+    scales = (rng.uniform(0.2, 2.0, size=(n, 1)) * rng.uniform(0.01, 0.1, size=(n, nb))).astype(np.float32)
+    xq = rng.integers(-127, 128, size=k, dtype=np.int8)
+    xs = rng.uniform(0.001, 0.05, size=nb).astype(np.float32)
+    xs[rng.random(nb) < 0.1] *= 20  # outlier blocks, as in real activations
+    q = _unpack(codes).astype(np.int64) - 8
+    isum = (q.reshape(n, nb, BLOCK) * xq.astype(np.int64).reshape(nb, BLOCK)).sum(-1)
+    y = (isum * scales.astype(np.float64) * xs.astype(np.float64)).sum(-1)
+    return GemvProblem(n, k, codes, scales, xq, xs, y)
+
+
+def _unpack(codes: np.ndarray) -> np.ndarray:
+    """uint8 codes [n, k/2] -> 4-bit codes [n, k] in column order."""
+    c = codes.reshape(codes.shape[0], -1, 16)
+    return np.concatenate([c & 0x0F, c >> 4], axis=-1).reshape(codes.shape[0], -1)
+
+
+def run_kernel(fn: Callable, p: GemvProblem, num_threads: int = 1) -> np.ndarray:
+    """Call a kernel on a problem; ``y`` starts as NaN so rows it never
+    writes show up as NaN."""
+    y = np.full(p.n, np.nan, dtype=np.float32)
+    fn(p.codes.ctypes.data, p.scales.ctypes.data, p.xq.ctypes.data, p.xs.ctypes.data, y.ctypes.data,
+       p.n, p.k, num_threads)
+    return y
+
+
+def time_kernels(kernels: dict[str, tuple[Callable, int]], p: GemvProblem, *, min_repeats: int = 5,
+                 budget_s: float = 1.0) -> dict[str, float]:
+    """Best-of seconds per call for ``{name: (fn, num_threads)}``.
+
+    Calls are interleaved (one of each, again and again) so every kernel sees
+    the same machine load, and the minimum is kept: on a shared machine the
+    minimum is the run nobody interrupted. Runs ``min_repeats`` rounds, more
+    while the rounds fit in ``budget_s``.
+    """
+    y = np.empty(p.n, dtype=np.float32)
+    args = (p.codes.ctypes.data, p.scales.ctypes.data, p.xq.ctypes.data, p.xs.ctypes.data, y.ctypes.data, p.n, p.k)
+    best = {name: float("inf") for name in kernels}
+    start, rounds = time.perf_counter(), 0
+    while rounds < min_repeats or (time.perf_counter() - start < budget_s and rounds < 10_000):
+        for name, (fn, threads) in kernels.items():
+            t0 = time.perf_counter()
+            fn(*args, threads)
+            best[name] = min(best[name], time.perf_counter() - t0)
+        rounds += 1
+    return best
+
+
+def gops(n: int, k: int, seconds: float) -> float:
+    """Giga-operations per second of an n x k GEMV (a multiply-add is 2 ops)."""
+    return 2.0 * n * k / seconds / 1e9
+
+
+# ---------------------------------------------------------------- GEMV backends
+
+def quantize_activation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 per block of 32 along the last dim of float32 ``x [T, K]``:
+    ``(xq int8 [T, K_pad], xs float32 [T, K_pad/32])``, bit-identical to
+    :func:`helpers.kernels.int4.quantize_activation_int8` (numpy: cheaper per call)."""
+    t, k = x.shape
+    pad = (-k) % BLOCK
+    if pad:
+        x = np.pad(x, ((0, 0), (0, pad)))
+    blocks = x.reshape(t, -1, BLOCK)
+    scale = np.abs(blocks).max(axis=-1, keepdims=True) / np.float32(127.0)
+    inv = np.divide(np.float32(1.0), scale, out=np.zeros_like(scale), where=scale != 0)
+    xq = np.clip(np.rint(blocks * inv), -127, 127).astype(np.int8)
+    return xq.reshape(t, -1), scale.reshape(t, -1)
+
+
+class Fp32Gemv:
+    """fp32 weights, ``y = x W^T`` with numpy (BLAS)."""
+    name = "fp32"
+
+    def prepare(self, w) -> np.ndarray:
+        return np.ascontiguousarray(w.detach().float().numpy())
+
+    def __call__(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        return x @ w.T
+
+
+@dataclass
+class _W4Handle:
+    n: int
+    k: int           # unpadded input features
+    k_padded: int
+    codes: np.ndarray
+    scales: np.ndarray
+    ptrs: tuple[int, int] = field(init=False)
+
+    def __post_init__(self):
+        self.ptrs = (self.codes.ctypes.data, self.scales.ctypes.data)
+
+
+class W4A8Gemv:
+    """int4 weights (quantized once by :func:`helpers.kernels.int4.quantize_weight_int4`),
+    int8 activations quantized per call, one C kernel call per row of ``x``.
+
+    ``kernel`` is a bound ``gemv_int4_<variant>`` function (a student's, from
+    :func:`compile_kernel`); the default is the helpers' ``all`` kernel.
+    """
+
+    def __init__(self, kernel: Callable | None = None, num_threads: int = 1, name: str = "w4"):
+        self.kernel = kernel if kernel is not None else helpers_kernel("all")
+        self.num_threads = num_threads
+        self.name = name
+
+    def prepare(self, w) -> _W4Handle:
+        from .kernels.int4 import quantize_weight_int4
+        packed = quantize_weight_int4(w)
+        return _W4Handle(packed.n, packed.k, packed.k_padded, packed.codes.numpy(), packed.scales.numpy())
+
+    def __call__(self, x: np.ndarray, h: _W4Handle) -> np.ndarray:
+        xq, xs = quantize_activation(x)
+        y = np.empty((x.shape[0], h.n), dtype=np.float32)
+        for t in range(x.shape[0]):
+            self.kernel(h.ptrs[0], h.ptrs[1], xq[t].ctypes.data, xs[t].ctypes.data, y[t].ctypes.data,
+                        h.n, h.k_padded, self.num_threads)
+        return y
+
+
+# ---------------------------------------------------------------- the engine
+
+@dataclass
+class _Layer:
+    ln1: np.ndarray
+    qkv: Any          # q, k, v stacked along the output dim: one GEMV
+    o: Any
+    ln2: np.ndarray
+    gate_up: Any      # gate and up stacked: one GEMV
+    down: Any
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated ``[layers, kv_heads, max_len, head_dim]``."""
+
+    def __init__(self, n_layers: int, n_kv: int, max_len: int, head_dim: int):
+        self.k = np.zeros((n_layers, n_kv, max_len, head_dim), dtype=np.float32)
+        self.v = np.zeros_like(self.k)
+        self.length = 0
+        self.max_len = max_len
+
+
+class EdgeLlama:
+    """A minimal Llama (SmolLM2) forward in numpy where every linear layer is
+    ``gemv(x, prepared_weight)``. ``n_layers`` keeps the first layers only."""
+
+    def __init__(self, model, gemv, *, n_layers: int | None = None, max_len: int = 1024):
+        import torch
+
+        cfg = model.config
+        self.gemv = gemv
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = cfg.num_key_value_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.eps = float(cfg.rms_norm_eps)
+        self.max_len = max_len
+        inner = model.model
+        layers = inner.layers[:n_layers] if n_layers else inner.layers
+        f32 = lambda t: np.ascontiguousarray(t.detach().float().numpy())  # noqa: E731
+        with torch.no_grad():
+            self.embed = f32(inner.embed_tokens.weight)
+            self.layers = []
+            for layer in layers:
+                at, mlp = layer.self_attn, layer.mlp
+                self.layers.append(_Layer(
+                    ln1=f32(layer.input_layernorm.weight),
+                    qkv=gemv.prepare(torch.cat([at.q_proj.weight, at.k_proj.weight, at.v_proj.weight])),
+                    o=gemv.prepare(at.o_proj.weight),
+                    ln2=f32(layer.post_attention_layernorm.weight),
+                    gate_up=gemv.prepare(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])),
+                    down=gemv.prepare(mlp.down_proj.weight)))
+            self.norm = f32(inner.norm.weight)
+            self.lm_head = gemv.prepare(model.lm_head.weight)
+            self.cos, self.sin = self._rope_tables(model, max_len)
+        for name in ("attention_bias", "mlp_bias"):
+            if getattr(cfg, name, False):
+                raise NotImplementedError(f"EdgeLlama supports Llama without biases ({name}=True).")
+
+    @staticmethod
+    def _rope_tables(model, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+        # Take cos/sin from the model's own rotary embedding: same frequencies,
+        # same fp32 rounding as transformers.
+        import torch
+        rot = model.model.rotary_emb
+        pos = torch.arange(max_len).unsqueeze(0)
+        cos, sin = rot(torch.zeros(1, dtype=torch.float32), pos)
+        return cos[0].float().numpy(), sin[0].float().numpy()
+
+    def new_cache(self) -> KVCache:
+        return KVCache(len(self.layers), self.n_kv, self.max_len, self.head_dim)
+
+    def _rms(self, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        var = np.mean(x * x, axis=-1, keepdims=True)
+        return w * (x * (np.float32(1.0) / np.sqrt(var + np.float32(self.eps))))
+
+    def _rope(self, x: np.ndarray, pos: slice) -> np.ndarray:
+        # x [heads, T, d]; rotate_half as transformers: (-x2, x1)
+        half = self.head_dim // 2
+        rot = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+        return x * self.cos[pos] + rot * self.sin[pos]
+
+    def forward(self, token_ids: Sequence[int], cache: KVCache, *, all_logits: bool = False) -> np.ndarray:
+        """Run ``T`` new tokens (a prompt, or one token when decoding) after the
+        ``cache.length`` cached ones; returns the logits of the last token
+        ``[vocab]`` (or of every new token ``[T, vocab]``)."""
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(-1)
+        t, start = len(ids), cache.length
+        if start + t > cache.max_len:
+            raise ValueError(f"the KV cache holds {cache.max_len} positions; {start} + {t} tokens do not fit "
+                             "(make the engine with a larger max_len).")
+        h, d, nq, nkv = self.head_dim, self.embed.shape[1], self.n_heads, self.n_kv
+        pos = slice(start, start + t)
+        group = nq // nkv
+        # causal mask of the new queries over cached + new keys
+        mask = np.triu(np.full((t, start + t), -np.inf, dtype=np.float32), k=start + 1)
+        x = self.embed[ids]
+        for i, layer in enumerate(self.layers):
+            qkv = self.gemv(self._rms(x, layer.ln1), layer.qkv)
+            q = qkv[:, :nq * h].reshape(t, nq, h).transpose(1, 0, 2)
+            k = qkv[:, nq * h:(nq + nkv) * h].reshape(t, nkv, h).transpose(1, 0, 2)
+            v = qkv[:, (nq + nkv) * h:].reshape(t, nkv, h).transpose(1, 0, 2)
+            cache.k[i, :, pos] = self._rope(k, pos)
+            cache.v[i, :, pos] = v
+            q = self._rope(q, pos).reshape(nkv, group * t, h)     # query heads grouped by their kv head
+            keys, values = cache.k[i, :, :start + t], cache.v[i, :, :start + t]
+            scores = (q @ keys.transpose(0, 2, 1)) / np.float32(np.sqrt(h))
+            scores = scores.reshape(nkv, group, t, start + t) + mask
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            probs = (scores / scores.sum(-1, keepdims=True)).reshape(nkv, group * t, start + t)
+            att = (probs @ values).reshape(nq, t, h).transpose(1, 0, 2).reshape(t, nq * h)
+            x = x + self.gemv(att, layer.o)
+            gu = self.gemv(self._rms(x, layer.ln2), layer.gate_up)
+            gate, up = gu[:, :gu.shape[1] // 2], gu[:, gu.shape[1] // 2:]
+            x = x + self.gemv(gate / (1 + np.exp(-gate)) * up, layer.down)
+        cache.length = start + t
+        x = self._rms(x if all_logits else x[-1:], self.norm)
+        logits = self.gemv(x, self.lm_head)
+        return logits if all_logits else logits[0]
+
+    def generate(self, prompt_ids: Sequence[int], n_new: int, *, eos_id: int | None = None,
+                 progress: bool = False) -> tuple[list[int], float]:
+        """Greedy decoding: ``(new token ids, decode seconds)``. The prompt is
+        prefilled in one forward; the time covers the ``n_new - 1`` one-token
+        decode steps that follow (prefill is not decode speed)."""
+        cache = self.new_cache()
+        logits = self.forward(prompt_ids, cache)
+        out = [int(np.argmax(logits))]
+        steps = range(n_new - 1)
+        if progress:
+            from tqdm.auto import tqdm
+            steps = tqdm(steps, desc=f"decode ({self.gemv.name})", leave=False)
+        t0 = time.perf_counter()
+        for _ in steps:
+            if eos_id is not None and out[-1] == eos_id:
+                break
+            out.append(int(np.argmax(self.forward([out[-1]], cache))))
+        return out, time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------- torch reference
+
+def _reference_linear_cls():
+    import torch
+
+    class W4A8ReferenceLinear(torch.nn.Module):
+        """``nn.Linear`` replaced by exact W4A8 sums: int4 codes from
+        ``quantize_weight_int4``, int8 activations per block of 32 from
+        ``quantize_activation_int8``; integer block sums are exact in fp32
+        (|sum| <= 32*127*8 < 2^24), scaled and summed over blocks in fp64."""
+
+        def __init__(self, linear: torch.nn.Linear):
+            super().__init__()
+            from .kernels.int4 import quantize_weight_int4, _unpack_codes
+            packed = quantize_weight_int4(linear.weight)
+            self.k, self.n = packed.k, packed.n
+            q = _unpack_codes(packed).to(torch.float32) - 8
+            self.register_buffer("q", q.reshape(packed.n, -1, BLOCK).permute(1, 2, 0).contiguous())  # [nb, 32, N]
+            self.register_buffer("scales", packed.scales.to(torch.float64))                           # [N, nb]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            from .kernels.int4 import quantize_activation_int8
+            lead = x.shape[:-1]
+            xq, xs = quantize_activation_int8(x.reshape(-1, x.shape[-1]))
+            xb = xq.to(torch.float32).reshape(xq.shape[0], -1, BLOCK).transpose(0, 1)   # [nb, M, 32]
+            isum = torch.bmm(xb, self.q).to(torch.float64)                               # [nb, M, N]
+            y = torch.einsum("bmn,mb,nb->mn", isum, xs.to(torch.float64), self.scales)
+            return y.to(torch.float32).reshape(*lead, self.n)
+
+    return W4A8ReferenceLinear
+
+
+def w4a8_reference_model(model):
+    """A copy of the transformers model whose every linear layer (lm_head
+    included) does the W4A8 arithmetic of the kernels, exactly, in torch."""
+    import copy
+    import torch
+
+    ref = copy.deepcopy(model)
+    cls = _reference_linear_cls()
+    for parent in list(ref.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, torch.nn.Linear):
+                setattr(parent, name, cls(child))
+    return ref.eval()
+
+
+def torch_greedy(model, prompt_ids: Sequence[int], n_new: int, *, eos_id: int | None = None
+                 ) -> tuple[list[int], float]:
+    """Greedy decoding with a transformers model and its KV cache:
+    ``(new token ids, decode seconds)`` (timed as :meth:`EdgeLlama.generate`)."""
+    import torch
+
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([list(prompt_ids)]), use_cache=True)
+        cache, ids = out.cache, [int(out.logits[0, -1].argmax())]
+        t0 = time.perf_counter()
+        for _ in range(n_new - 1):
+            if eos_id is not None and ids[-1] == eos_id:
+                break
+            out = model(input_ids=torch.tensor([[ids[-1]]]), cache=cache, use_cache=True)
+            cache = out.cache
+            ids.append(int(out.logits[0, -1].argmax()))
+    return ids, time.perf_counter() - t0
+
+
+def chat_prompt_ids(tokenizer, message: str) -> list[int]:
+    """Token ids of a one-turn chat with the model's chat template."""
+    text = tokenizer.apply_chat_template([{"role": "user", "content": message}], tokenize=False,
+                                         add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# ---------------------------------------------------------------- tokens/s
+
+DEFAULT_PROMPT = "What is the capital of France? Answer in one sentence."
+
+
+@functools.lru_cache(maxsize=1)
+def _smollm2():
+    from .data import load_smollm2
+    return load_smollm2()
+
+
+def measure_decode(n_tokens: int = 32, variant: str = "w4", *, prompt: str = DEFAULT_PROMPT,
+                   num_threads: int = 1, kernel: Callable | None = None) -> dict:
+    """Greedy-decode ``n_tokens`` with SmolLM2 and return ``{"variant",
+    "tokens_per_s", "ms_per_token", "tokens"}``.
+
+    ``variant``: ``"fp32"`` (this engine, numpy BLAS), ``"w4"`` (this engine,
+    int4 C kernel ``kernel``, default the helpers' ``all``, run with
+    ``num_threads``), ``"transformers"`` (the fp32 transformers model and
+    its cache). Decode only: the prompt is prefilled first. End-of-sequence
+    does not stop it, so every variant decodes the same number of tokens.
+    """
+    model, tokenizer = _smollm2()
+    ids = chat_prompt_ids(tokenizer, prompt)
+    if n_tokens < 2:
+        raise ValueError("n_tokens must be >= 2 (the first token comes from the prefill).")
+    if variant == "transformers":
+        tokens, seconds = torch_greedy(model, ids, n_tokens)
+    elif variant in ("fp32", "w4"):
+        gemv = Fp32Gemv() if variant == "fp32" else W4A8Gemv(kernel, num_threads=num_threads)
+        engine = EdgeLlama(model, gemv, max_len=len(ids) + n_tokens)
+        tokens, seconds = engine.generate(ids, n_tokens)
+    else:
+        raise ValueError(f"variant must be 'fp32', 'w4' or 'transformers', got {variant!r}")
+    steps = len(tokens) - 1
+    return {"variant": variant, "tokens_per_s": steps / seconds, "ms_per_token": 1e3 * seconds / steps,
+            "tokens": tokens}
+
+
+def measure_llama_cpp(n_tokens: int = 32, *, prompt: str = DEFAULT_PROMPT, n_threads: int = 2) -> dict:
+    """llama.cpp's decode tokens/s on the same GGUF file, through
+    llama-cpp-python: ``{"tokens_per_s", ...}``, or ``{"skipped": reason}``
+    where it is not importable."""
+    try:
+        from llama_cpp import Llama
+    except ImportError as exc:
+        return {"skipped": f"llama-cpp-python is not importable ({exc}); `pip install llama-cpp-python` "
+                           "(it builds llama.cpp from source) to compare"}
+    from .data import smollm2_gguf_path
+    llm = Llama(model_path=str(smollm2_gguf_path()), n_threads=n_threads, n_ctx=512, verbose=False)
+    ids = llm.tokenize(prompt.encode(), add_bos=True)
+    llm.eval(ids)                                     # prefill, not timed
+    t0 = time.perf_counter()
+    for _ in range(n_tokens):
+        token = llm.sample(temp=0.0)
+        llm.eval([token])
+    seconds = time.perf_counter() - t0
+    return {"tokens_per_s": n_tokens / seconds, "ms_per_token": 1e3 * seconds / n_tokens,
+            "n_threads": n_threads}
