@@ -100,23 +100,6 @@ def _die_with_parent() -> None:
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _connect_peers(rank: int, world_size: int) -> None:
-    # Gloo's first point-to-point message between two ranks can take a second
-    # or more to arrive (its channel is set up lazily); exchange one with
-    # every peer now, so that the timings of the launched function do not
-    # depend on which pairs happened to talk first.
-    token = torch.zeros(1)
-    inbox = [torch.empty(1) for _ in range(world_size)]
-    works = []
-    for peer in range(world_size):
-        if peer != rank:
-            works.append(dist.isend(token, dst=peer))
-            works.append(dist.irecv(inbox[peer], src=peer))
-    for work in works:
-        work.wait()
-    dist.barrier()
-
-
 def _rank_main(fn, rank, world_size, backend, port, tmpdir, timeout, args, kwargs):
     _die_with_parent()
     code = 0
@@ -130,8 +113,6 @@ def _rank_main(fn, rank, world_size, backend, port, tmpdir, timeout, args, kwarg
             torch.cuda.set_device(rank % torch.cuda.device_count())
         dist.init_process_group(backend, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout))
-        if backend == "gloo":
-            _connect_peers(rank, world_size)
         result = fn(rank, world_size, *args, **kwargs)
         try:
             torch.save(result, os.path.join(tmpdir, f"rank{rank}.pt"))
@@ -170,6 +151,15 @@ def _kill(procs) -> None:
         p.join()
 
 
+@functools.cache
+def _preload_autograd() -> None:
+    # The first backward with an explicit gradient imports sympy and ~500
+    # modules (over a second on a busy laptop). Doing it once here, before
+    # the fork, spares every rank that cost in the middle of its timings.
+    x = torch.ones(2, requires_grad=True)
+    (x * 1.0).backward(torch.ones(2))
+
+
 def launch(fn: Callable, world_size: int, *args, timeout: float = DEFAULT_TIMEOUT_S,
            backend: str | None = None, **kwargs) -> list:
     """Run ``fn(rank, world_size, *args, **kwargs)`` on ``world_size`` ranks.
@@ -187,6 +177,7 @@ def launch(fn: Callable, world_size: int, *args, timeout: float = DEFAULT_TIMEOU
         # Gloo picks its interface from the hostname, which may not resolve in
         # a sandbox without network; all ranks are local, so use loopback.
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    _preload_autograd()
     ctx = mp.get_context("fork")
     tmpdir = tempfile.mkdtemp(prefix="effml_dist_")
     port = free_port()
