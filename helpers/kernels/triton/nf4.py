@@ -205,9 +205,12 @@ def _nf4_matmul_kernel(x_ptr, y_ptr, M, N, K, packed_ptr, code_ptr, absmax_ptr, 
              mask=mask_m[:, None] & mask_n[None, :])
 
 
-def _state_args(w: NF4Weight, kernel, **extra: torch.Tensor):
+def _check_weight(w) -> None:
     if not isinstance(w, NF4Weight):
         raise TypeError(f"`w` is a {type(w).__name__}; make it with quantize_nf4() or from_bitsandbytes().")
+
+
+def _state_args(w: NF4Weight, kernel, **extra: torch.Tensor):
     require(w.packed, "w.packed", torch.uint8, (w.numel // 2,))
     nblocks = -(-w.numel // w.blocksize)
     code = NF4_CODE.to(w.packed.device)
@@ -228,6 +231,7 @@ def _state_args(w: NF4Weight, kernel, **extra: torch.Tensor):
 
 def nf4_dequantize(w: NF4Weight, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Dequantize with the Triton kernel to a ``dtype`` tensor of ``w.shape``."""
+    _check_weight(w)
     out = torch.empty(w.shape, dtype=dtype, device=w.packed.device)
     args = _state_args(w, _nf4_dequant_kernel, out=out)
     block = 1024
@@ -238,6 +242,7 @@ def nf4_dequantize(w: NF4Weight, dtype: torch.dtype = torch.float32) -> torch.Te
 
 def nf4_matmul(x: torch.Tensor, w: NF4Weight) -> torch.Tensor:
     """y = x @ dequant(W).T for an NF4 weight W [N, K]: x [..., K] fp16/fp32 -> [..., N]."""
+    _check_weight(w)
     if len(w.shape) != 2:
         raise ValueError(f"nf4_matmul needs a 2-D weight [N, K], got shape {w.shape}.")
     n, k = w.shape
