@@ -114,3 +114,14 @@ def test_bad_inputs_say_what_to_fix():
     corrupt = Int4Weight(packed.codes[:, :16].contiguous(), packed.scales, packed.k)
     with pytest.raises(ValueError, match="packed.scales"):
         gemv_int4(torch.randn(64), corrupt)
+
+
+@pytest.mark.parametrize("variant", ["simd", "all"])
+def test_scalar_fallback_without_avx2(tmp_path, monkeypatch, variant):
+    # Without AVX2 (or NEON) the SIMD variants take the #else branch: same results.
+    monkeypatch.setenv("EFFML_CACHE_DIR", str(tmp_path))
+    lib = compile_c(c_source(), name="int4_no_avx2", extra_flags=("-mno-avx2",))
+    torch.manual_seed(6)
+    packed, x = quantize_weight_int4(torch.randn(37, 96)), torch.randn(96)
+    torch.testing.assert_close(gemv_int4(x, packed, variant, lib=lib), gemv_int4_spec(x, packed),
+                               rtol=1e-5, atol=1e-4)
