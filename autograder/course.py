@@ -37,6 +37,7 @@ class Course:
 
     @property
     def db_url(self) -> str:
+        self.workdir.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not the folder
         return f"sqlite:///{self.db_path}"
 
     def submitted(self, student: str, lab: str) -> Path:
