@@ -10,14 +10,21 @@
  *   xs     float [K/32] x[k] ~= xq[k] * xs[k/32].
  *   y      float [N]    y[n] = sum_b scales[n][b] * xs[b] * sum_{k in b} (code-8) * xq[k].
  *
+ * Variants (one exported function each, same signature):
+ *   gemv_int4_reference    scalar loops, the baseline
+ *   gemv_int4_unroll       four rows per pass, inner loop unrolled by four
+ *   gemv_int4_multithread  the reference with rows split across OpenMP threads
+ *   gemv_int4_simd         AVX2 on x86, NEON on AArch64, the scalar loop otherwise
+ *                          (chosen at compile time by #if on the target's macros)
+ *   gemv_int4_all          SIMD + four rows per pass + threads
  * Every variant computes the same sums in int32 per block, then fp32 across
  * blocks; they differ only in how fast they do it. num_threads <= 0 means the
- * OpenMP default (OMP_NUM_THREADS).
+ * OpenMP default (OMP_NUM_THREADS); reference, unroll and simd ignore it.
  */
 #include <stdint.h>
 #if defined(__AVX2__)
 #include <immintrin.h>
-#elif defined(__ARM_NEON)
+#elif defined(__ARM_NEON) && defined(__aarch64__)
 #include <arm_neon.h>
 #endif
 
@@ -130,7 +137,7 @@ static inline float hsum_avx2(__m256 v) {
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
-#elif defined(__ARM_NEON)
+#elif defined(__ARM_NEON) && defined(__aarch64__)
 /* int8 dot of one block -> 4 int32 partial sums. */
 static inline int32x4_t dot_block_neon(const uint8_t *w, const int8_t *x) {
     uint8x16_t raw = vld1q_u8(w);
@@ -159,7 +166,7 @@ static void simd_rows(const uint8_t *codes, const float *scales, const int8_t *x
             acc = _mm256_fmadd_ps(_mm256_set1_ps(s[b] * xs[b]), d, acc);
         }
         y[row] = hsum_avx2(acc);
-#elif defined(__ARM_NEON)
+#elif defined(__ARM_NEON) && defined(__aarch64__)
         float32x4_t acc = vdupq_n_f32(0.0f);
         for (int b = 0; b < nb; b++) {
             float32x4_t d = vcvtq_f32_s32(dot_block_neon(w + b * 16, xq + b * BLOCK));
