@@ -43,3 +43,9 @@ def require(t, name: str, dtype: torch.dtype | tuple[torch.dtype, ...], shape: t
             raise ValueError(f"`{name}` has shape {tuple(t.shape)}, expected {want}.")
     if not t.is_contiguous():
         raise ValueError(f"`{name}` is not contiguous (a transpose or slice?): pass `{name}.contiguous()`.")
+
+
+def dot_precision(x: torch.Tensor) -> str:
+    """tl.dot input precision: exact fp32 products for fp32 inputs (the GPU
+    default, tf32, would drop mantissa bits); fp16/bf16 use the default."""
+    return "ieee" if x.dtype == torch.float32 else "tf32"

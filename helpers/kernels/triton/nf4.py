@@ -28,7 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import check_launch, require
+from ._launch import check_launch, dot_precision, require
 
 __all__ = ["NF4_CODE", "dynamic_map", "NF4Weight", "quantize_nf4", "from_bitsandbytes",
            "nf4_dequantize_spec", "nf4_matmul_spec", "nf4_dequantize", "nf4_matmul"]
@@ -184,7 +184,7 @@ def _nf4_dequant_kernel(out_ptr, numel, packed_ptr, code_ptr, absmax_ptr, absmax
 def _nf4_matmul_kernel(x_ptr, y_ptr, M, N, K, packed_ptr, code_ptr, absmax_ptr, absmax_q_ptr, absmax_code_ptr,
                        absmax_scale_ptr, absmax_offset, blocksize, absmax_blocksize,
                        DOUBLE_QUANT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_K: tl.constexpr):
+                       BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr):
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
@@ -200,7 +200,7 @@ def _nf4_matmul_kernel(x_ptr, y_ptr, M, N, K, packed_ptr, code_ptr, absmax_ptr, 
         w = _nf4_values(idx, mask_k[:, None] & mask_n[None, :], packed_ptr, code_ptr, absmax_ptr, absmax_q_ptr,
                         absmax_code_ptr, absmax_scale_ptr, absmax_offset, blocksize, absmax_blocksize,
                         DOUBLE_QUANT)
-        acc += tl.dot(x, w.to(x.dtype), input_precision="ieee")
+        acc += tl.dot(x, w.to(x.dtype), input_precision=DOT_PRECISION)
     tl.store(y_ptr + offs_m[:, None] * N + offs_n[None, :], acc.to(y_ptr.dtype.element_ty),
              mask=mask_m[:, None] & mask_n[None, :])
 
@@ -255,5 +255,5 @@ def nf4_matmul(x: torch.Tensor, w: NF4Weight) -> torch.Tensor:
     args = _state_args(w, _nf4_matmul_kernel, x=x2)
     grid = (triton.cdiv(m, 16), triton.cdiv(n, 32))
     _nf4_matmul_kernel[grid](x2, y, m, n, k, *args, DOUBLE_QUANT=w.double_quant,
-                             BLOCK_M=16, BLOCK_N=32, BLOCK_K=64)
+                             BLOCK_M=16, BLOCK_N=32, BLOCK_K=64, DOT_PRECISION=dot_precision(x))
     return y.reshape(*x.shape[:-1], n)

@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._launch import check_launch, require
+from ._launch import check_launch, dot_precision, require
 
 __all__ = ["AWQ_ORDER", "AWQ_REVERSE_ORDER", "pack_awq", "unpack_awq", "w4a16_dequantize_spec",
            "w4a16_matmul_spec", "w4a16_matmul"]
@@ -94,7 +94,8 @@ def w4a16_matmul_spec(x: torch.Tensor, qweight, qzeros, scales, group_size: int 
 
 @triton.jit
 def _w4a16_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, y_ptr, M, N, K, group_size,
-                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                  BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                  DOT_PRECISION: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -119,7 +120,7 @@ def _w4a16_kernel(x_ptr, qw_ptr, qz_ptr, s_ptr, y_ptr, M, N, K, group_size,
         z = (packed_z >> shifts[None, :]) & 0xF
         s = tl.load(s_ptr + g[:, None] * N + offs_n[None, :], mask=mask_kn, other=0.0)
         w = (q - z).to(tl.float32) * s.to(tl.float32)
-        acc += tl.dot(x, w.to(x.dtype), input_precision="ieee")
+        acc += tl.dot(x, w.to(x.dtype), input_precision=DOT_PRECISION)
     tl.store(y_ptr + offs_m[:, None] * N + offs_n[None, :], acc.to(y_ptr.dtype.element_ty),
              mask=mask_m[:, None] & mask_n[None, :])
 
@@ -147,5 +148,5 @@ def w4a16_matmul(x: torch.Tensor, qweight: torch.Tensor, qzeros: torch.Tensor, s
     block_m, block_n, block_k = 16, 64, 64
     grid = (triton.cdiv(m, block_m), triton.cdiv(n, block_n))
     _w4a16_kernel[grid](x2, qweight, qzeros, scales, y, m, n, k, group_size,
-                        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k)
+                        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, DOT_PRECISION=dot_precision(x))
     return y.reshape(*x.shape[:-1], n)
