@@ -1,0 +1,106 @@
+"""LLM labs benchmark: runtime of lab06 (AWQ) and lab08 (QLoRA) solutions and
+the figures they reach, plus SmolLM2 decode speed.
+
+    python benchmarks/llm.py            # QUICK runs of both labs
+    python benchmarks/llm.py --full     # also the full-mode runs (about 45 minutes on 2 cores)
+    python benchmarks/llm.py --json     # last line: one JSON object
+
+Each notebook is executed with papermill; it records its figures through
+``helpers.llm.record_metric`` into the file named by ``$EFFML_METRICS``. The
+perplexities and gap reported are those of the most complete run (full when
+``--full``, QUICK otherwise). Decode speed comes from ``helpers.llm_edge``
+(lab 07's engine: fp32 and int4) when it imports, else fp32 only through
+transformers with ``w4`` null.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LABS = ("lab06_awq", "lab08_qlora")
+PPL_KEYS = ("fp32", "rtn_w3", "rtn_w4", "keep1_activation_w3", "keep1_weight_w3", "keep1_random_w3",
+            "awq_w3", "awq_w4")
+
+
+def run_lab(lab: str, quick: bool, timeout: int) -> tuple[float, dict]:
+    """Execute the solution notebook; returns (seconds, recorded metrics)."""
+    import papermill
+
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics = Path(tmp) / "metrics.json"
+        os.environ["EFFML_METRICS"] = str(metrics)
+        os.environ["EFFML_QUICK"] = "1" if quick else "0"
+        start = time.perf_counter()
+        papermill.execute_notebook(str(ROOT / "solutions" / lab / f"{lab}.ipynb"), str(Path(tmp) / "out.ipynb"),
+                                   parameters={"QUICK": quick, "SEED": 0}, cwd=str(ROOT),
+                                   progress_bar=False, execution_timeout=timeout)
+        seconds = time.perf_counter() - start
+        data = json.loads(metrics.read_text()) if metrics.exists() else {}
+    os.environ.pop("EFFML_METRICS", None)
+    return seconds, data
+
+
+def decode_speed(n_tokens: int = 32) -> dict:
+    try:
+        from helpers import llm_edge
+    except ImportError:
+        llm_edge = None
+    if llm_edge is not None and hasattr(llm_edge, "measure_decode"):
+        return {v: round(llm_edge.measure_decode(n_tokens, v)["tokens_per_s"], 2) for v in ("fp32", "w4")}
+    from helpers import llm
+    from helpers.data import load_smollm2
+
+    model, tokenizer = load_smollm2()
+    return {"fp32": round(llm.decode_tokens_per_s(model, tokenizer, new_tokens=n_tokens), 2), "w4": None}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="also run both labs in full mode")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(ROOT))
+
+    runtime, metrics, full_runtime = {}, {}, {}
+    for lab in LABS:
+        seconds, data = run_lab(lab, quick=True, timeout=args.timeout)
+        runtime[lab] = round(seconds, 1)
+        metrics[lab] = data
+        print(f"{lab}: QUICK {seconds:.0f} s")
+        if args.full:
+            seconds, data = run_lab(lab, quick=False, timeout=args.timeout)
+            full_runtime[lab] = round(seconds, 1)
+            metrics[lab] = data
+            print(f"{lab}: full {seconds:.0f} s")
+
+    awq, qlora = metrics["lab06_awq"], metrics["lab08_qlora"]
+    ppl = {k: awq.get("ppl", {}).get(k) for k in PPL_KEYS}
+    mode = "full" if args.full else "QUICK"
+    print(f"\nlab06 ({mode}) perplexity:")
+    for k, v in ppl.items():
+        print(f"  {k:22s} {v if v is None else f'{v:.2f}'}")
+    print(f"  AWQ W3 closes {awq.get('awq_w3_gap_closed')} of the RTN-to-fp32 gap (target >= 0.5 in full mode)")
+    print(f"lab08 ({mode}): perplexity drop after fine-tuning {qlora.get('qlora_ppl_drop')} (target >= 0.2 in full mode)")
+    decode = decode_speed()
+    print(f"decode tokens/s: {decode}")
+
+    result = {"mode": mode, "awq_w3_gap_closed": awq.get("awq_w3_gap_closed"), "ppl": ppl,
+              "size_mib": awq.get("size_mib"), "decode_tok_s": decode,
+              "qlora_ppl_drop": qlora.get("qlora_ppl_drop"), "runtime_s": runtime}
+    if full_runtime:
+        result["full_runtime_s"] = full_runtime
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
