@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,11 +111,14 @@ def _register(course: Course, sub: Submission) -> None:
         gb.update_or_create_submission(sub.lab, sub.student)
 
 
-def _source_grade_ids(course: Course, lab: str) -> list[str]:
+def _source_cells(course: Course, lab: str) -> tuple[list[str], dict[str, str]]:
+    """Grade cell ids of the release, and the checksum of every locked cell."""
     from nbgrader.api import Gradebook
 
     with Gradebook(course.db_url) as gb:
-        return [c.name for c in gb.find_notebook(lab, lab).grade_cells]
+        nb = gb.find_notebook(lab, lab)
+        return ([c.name for c in nb.grade_cells],
+                {c.name: c.checksum for c in nb.source_cells if c.locked and c.checksum})
 
 
 def sanitize(course: Course, sub: Submission, nb) -> tuple[object, list[str]]:
@@ -123,16 +127,23 @@ def sanitize(course: Course, sub: Submission, nb) -> tuple[object, list[str]]:
     (hidden tests included) from the gradebook, re-adding deleted ones."""
     from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds,
                                         OverwriteCells, OverwriteKernelspec)
-    from nbgrader.utils import is_grade
+    from nbgrader.utils import compute_checksum, is_grade
 
     reasons = []
+    grade_ids, locked = _source_cells(course, sub.lab)
     present = [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells if is_grade(c)]
     dupes = sorted({g for g in present if present.count(g) > 1})
     if dupes:
         reasons.append("duplicated cell ids " + ", ".join(dupes) + " (only the first copy is graded)")
-    missing = [g for g in _source_grade_ids(course, sub.lab) if g not in present]
+    missing = [g for g in grade_ids if g not in present]
     if missing:
         reasons.append("deleted graded cells " + ", ".join(missing) + " (restored from the release)")
+    edited = sorted({gid for c in nb.cells
+                     if (gid := c.metadata.get("nbgrader", {}).get("grade_id")) in locked
+                     and compute_checksum(c) != locked[gid]})
+    if edited:
+        reasons.append("edited read-only cells " + ", ".join(edited) + " (restored from the release)")
+    nb = nbformat.from_dict(nbformat.validator.normalize(nb)[1])  # cells saved without ids get one
     resources = _resources(course, sub)
     for pp in (ClearOutput(), DeduplicateIds(), OverwriteKernelspec(),
                OverwriteCells(add_missing_cells=True), CheckCellMetadata()):
@@ -237,6 +248,10 @@ def grade(course: Course, subs: list[Submission], options: GradeOptions | None =
           progress=None) -> list[Result]:
     """Grade ``subs``; ``progress(result)`` is called as each one finishes."""
     options = options or GradeOptions()
+    # nbgrader's gradebook emits SQLAlchemy autoflush warnings that mean nothing to an instructor.
+    warnings.filterwarnings("ignore", module="nbgrader")
+    warnings.filterwarnings("ignore", message=".*not in session.*")
+    warnings.filterwarnings("ignore", category=nbformat.validator.MissingIDFieldWarning)
     results: list[Result] = []
     seen = set()
     todo = []

@@ -32,21 +32,27 @@ def _task_stub_preprocessor():
     return TaskStubClearSolutions
 
 
+def generate_assignment_preprocessors() -> list:
+    """nbgrader's generate_assignment pipeline with task-naming stubs."""
+    from nbgrader.converters import GenerateAssignment
+    from nbgrader.preprocessors import ClearSolutions
+
+    return [(_task_stub_preprocessor() if p is ClearSolutions else p)
+            for p in GenerateAssignment().preprocessors]
+
+
 def generate_assignment(course: Course, lab: str, release_dir: Path | None = None) -> Path:
     """Run nbgrader's generate_assignment for ``lab`` into ``release_dir``
     (default ``labs/``), recording its cells (hidden tests included) in the
     course gradebook. Returns the released notebook's path."""
     from nbgrader.converters import GenerateAssignment
-    from nbgrader.preprocessors import ClearSolutions
     from traitlets.config import Config
 
     course.check_lab(lab)
     coursedir = course.coursedir(release_directory=release_dir)
     coursedir.assignment_id = lab
-    preprocessors = [(_task_stub_preprocessor() if p is ClearSolutions else p)
-                     for p in GenerateAssignment().preprocessors]
     config = Config()
-    config.GenerateAssignment.preprocessors = preprocessors
+    config.GenerateAssignment.preprocessors = generate_assignment_preprocessors()
     config.GenerateAssignment.force = True
     converter = GenerateAssignment(coursedir=coursedir, config=config)
     converter.log.setLevel(logging.WARNING)
