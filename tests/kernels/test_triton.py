@@ -245,3 +245,5 @@ def test_fake_quant_bad_inputs():
         fake_quantize(x, 0.1, 0, bits=1)
     with pytest.raises(ValueError, match="integers"):
         fake_quantize(x, 0.1, 0.5)
+    with pytest.raises(ValueError, match="positive"):
+        fake_quantize(x, torch.tensor([0.1, 0.0, 0.1, 0.1]), torch.zeros(4), axis=1)

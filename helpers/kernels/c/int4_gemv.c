@@ -68,7 +68,9 @@ SCALAR_BASELINE void gemv_int4_reference(const uint8_t *codes, const float *scal
 }
 
 /* 2. unroll: four rows per iteration share each activation load, and the
- *    byte loop is unrolled by four. */
+ *    byte loop is unrolled by four. (GCC -O3 already unrolls the reference's
+ *    fixed 16-step loop completely, so the gain here comes from the shared
+ *    loads and is small: measure it.) */
 SCALAR_BASELINE static inline void four_rows_scalar(const uint8_t *codes, const float *scales, const int8_t *xq,
                                     const float *xs, float *y, int row, int k) {
     const int nb = k / BLOCK;

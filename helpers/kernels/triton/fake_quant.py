@@ -32,6 +32,8 @@ def _per_slice(x: torch.Tensor, scale, zero_point, axis: int | None):
     """scale (fp32) and zero_point (int32) as 1-D tensors of length C and the
     (C, inner) geometry: element i belongs to channel (i // inner) % C."""
     scale = torch.as_tensor(scale, dtype=torch.float32, device=x.device).reshape(-1)
+    if not bool(torch.all(scale > 0)):
+        raise ValueError("`scale` must be positive (a zero scale would divide by zero).")
     zero_point = torch.as_tensor(zero_point, device=x.device).reshape(-1)
     if zero_point.is_floating_point():
         if not torch.equal(zero_point, zero_point.round()):
