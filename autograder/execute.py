@@ -116,6 +116,9 @@ def execute(input_path: Path, output_path: Path, *, parameters: dict | None = No
         reasons.append(f"the execution process ended abnormally (exit code {proc.returncode})")
     if nb is None:
         nb = nbformat.read(input_path, as_version=4)
+    if state in ("kernel_died", "notebook_timeout"):
+        _mark_interrupted_cell(nb, "the kernel died while running this cell" if state == "kernel_died"
+                               else "the notebook time limit stopped this cell")
     timeouts = _mark_cell_timeouts(nb, cell_timeout)
     if timeouts and state in ("ok", "errors"):
         state = "cell_timeout"
@@ -162,6 +165,23 @@ def _mark_cell_timeouts(nb, cell_timeout: int) -> list[str]:
     return reasons
 
 
+def _started(cell) -> bool:
+    # papermill marks every cell "completed" at the end; only a start time says it ran.
+    meta = cell.metadata.get("papermill")
+    if meta is None:
+        return cell.get("execution_count") is not None
+    return meta.get("start_time") is not None
+
+
+def _mark_interrupted_cell(nb, why: str) -> None:
+    """The last cell that started was running when execution stopped: its
+    (test) outcome is unknown, so it gets an error output."""
+    started = [c for c in nb.cells if c.cell_type == "code" and _started(c)]
+    if started and not any(o.get("output_type") == "error" for o in started[-1].outputs):
+        started[-1].outputs.append(nbformat.v4.new_output(
+            "error", ename="ExecutionStopped", evalue=why, traceback=[]))
+
+
 def _mark_unexecuted(nb, why: str) -> list[int]:
     """Give every code cell that never ran an error output, so an unexecuted
     test cell scores 0 (nbgrader would give full marks to a test cell with no
@@ -170,8 +190,7 @@ def _mark_unexecuted(nb, why: str) -> list[int]:
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code" or not cell.source.strip():
             continue
-        status = cell.metadata.get("papermill", {}).get("status")
-        if status == "completed" or (status is None and cell.get("execution_count") is not None):
+        if _started(cell):
             continue
         cell.outputs = [nbformat.v4.new_output(
             "error", ename=NOT_RUN_ENAME, evalue=f"this cell was not executed: {why}", traceback=[])]

@@ -133,23 +133,19 @@ def test_tensor_bytes_counts_values_and_shared_storage_once():
     assert hd.tensor_bytes(state) == 400 + 200  # the key `p` is not optimizer state
 
 
-def _pipeline_timing(rank, world_size, n):
+def _stage_timing(rank, world_size, n):
     stage = hd.make_pipeline_stages(world_size, 4, fwd_s_per_sample=0.01, bwd_s_per_sample=0.02)[rank]
     x = torch.randn(n, 4, requires_grad=True)
-    dist.barrier()
     start = time.perf_counter()
     stage(x).sum().backward()
-    return hd.pipeline_makespan_bubble(time.perf_counter() - start, stage.busy_s), stage.busy_s
+    return time.perf_counter() - start, stage.busy_s, x.grad is not None
 
 
-def test_controlled_stage_costs_its_sleep_and_bubble_is_idle_share():
-    results = hd.launch(_pipeline_timing, 2, 5, timeout=30)
-    (makespan, bubble), busy = results[0]
-    # 5 samples: 0.05 s forward + 0.10 s backward, all stages in parallel here.
-    assert 0.15 <= busy < 0.25
-    assert busy <= makespan < 0.3
-    assert 0.0 <= bubble < 0.2
-    assert results[1][0] == results[0][0]
+def test_controlled_stage_costs_its_sleep_per_sample():
+    for elapsed, busy, has_grad in hd.launch(_stage_timing, 2, 5, timeout=30):
+        # 5 samples: 0.05 s forward + 0.10 s backward, all counted as busy.
+        assert 0.15 <= busy <= elapsed < 0.3
+        assert has_grad
 
 
 def test_stages_are_identical_for_a_seed():

@@ -1,0 +1,64 @@
+"""The executor's limits on small synthetic notebooks."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from autograder.execute import execute
+from autograder.scoring import score_cells
+
+
+def _nb(tmp_path, *sources, graded_last=True):
+    cells = [new_code_cell(s) for s in sources]
+    cells[0].metadata["tags"] = ["parameters"]
+    if graded_last:
+        cells[-1].metadata["nbgrader"] = {"grade": True, "grade_id": "task_1_1_check", "locked": True,
+                                          "points": 5, "solution": False, "schema_version": 3}
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "Python 3"}
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_parameters_are_injected_and_cells_run(tmp_path):
+    path = _nb(tmp_path, "QUICK = False", "assert QUICK is True, QUICK")
+    res = execute(path, tmp_path / "out.ipynb", parameters={"QUICK": True}, cell_timeout=60)
+    assert res.status == "ok", res.reason
+    assert score_cells(res.notebook)[0].score == 5
+
+
+def test_an_infinite_loop_costs_one_cell_and_the_rest_still_runs(tmp_path):
+    path = _nb(tmp_path, "x = 1", "while True:\n    pass", "print('after')", "assert x == 1")
+    res = execute(path, tmp_path / "out.ipynb", cell_timeout=3, notebook_timeout=120)
+    assert res.status == "cell_timeout"
+    assert "cell 2 exceeded the 3 s cell limit" in res.reason
+    assert res.notebook.cells[2].outputs[0]["text"] == "after\n"
+    assert res.notebook.cells[1].outputs[-1]["ename"] == "CellTimeout"
+    assert score_cells(res.notebook)[0].score == 5
+
+
+def test_a_crashing_kernel_scores_what_ran_and_zero_after(tmp_path):
+    path = _nb(tmp_path, "x = 1", "import ctypes; ctypes.string_at(0)", "assert x == 1")
+    res = execute(path, tmp_path / "out.ipynb", cell_timeout=60, notebook_timeout=120)
+    assert res.status == "kernel_died", res
+    assert "kernel died" in res.reason
+    # nbgrader would give full marks to an unexecuted test cell: we give 0 and say why.
+    (row,) = score_cells(res.notebook)
+    assert row.score == 0 and "not executed" in row.message
+
+
+def test_the_notebook_limit_stops_everything(tmp_path):
+    path = _nb(tmp_path, "import time", "time.sleep(2)", "time.sleep(2)", "time.sleep(60)", "assert True")
+    res = execute(path, tmp_path / "out.ipynb", cell_timeout=100, notebook_timeout=12)
+    assert res.status == "notebook_timeout"
+    assert res.duration_s < 40
+    assert score_cells(res.notebook)[0].score == 0
+
+
+@pytest.mark.parametrize("output", ["import sys; print('oops', file=sys.stderr)", "raise ValueError('no')"])
+def test_test_cells_with_errors_or_stderr_score_zero(tmp_path, output):
+    path = _nb(tmp_path, "x = 1", output)
+    res = execute(path, tmp_path / "out.ipynb", cell_timeout=60)
+    assert score_cells(res.notebook)[0].score == 0

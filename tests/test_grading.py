@@ -1,0 +1,98 @@
+"""The grading pipeline end to end on the shipped lab 00 samples."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from autograder.course import Course
+from autograder.demo import check_expected
+from autograder.grade import GradeOptions, grade
+from autograder.report import export_csv, format_table, generate_feedback
+from autograder.sandbox import make_sandbox
+from autograder.submissions import collect
+
+ROOT = Course().root
+SAMPLES = ROOT / "samples"
+EXPECTED = json.loads((SAMPLES / "expected.json").read_text())
+LAB = "lab00_basics"
+
+pytestmark = pytest.mark.notebook
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    course = Course(workdir=tmp_path_factory.mktemp("grading"))
+    subs, warnings = collect(SAMPLES / LAB, course.labs(), LAB)
+    assert warnings == []
+    options = GradeOptions(workers=2, cell_timeout=60, sandbox=make_sandbox("auto", course, [SAMPLES]))
+    results = grade(course, subs, options)
+    return course, subs, {r.student: r for r in results}
+
+
+def test_every_sample_gets_its_expected_grade(graded):
+    _, _, results = graded
+    assert check_expected(list(results.values()), EXPECTED) == []
+
+
+def test_reasons_say_what_happened(graded):
+    _, _, r = graded
+    assert "exceeded the 60 s cell limit" in r["dave_infinite_loop"].reason
+    assert "task_3_2_pareto_code" in r["dave_infinite_loop"].reason
+    assert "not a valid notebook" in r["erin_broken_json"].reason
+    assert "deleted graded cells task_1_3_mac_count" in r["frank_deleted_test"].reason
+    assert "edited read-only cells task_1_1_output_size" in r["grace_tampered"].reason
+    assert r["alice_full"].reason == ""
+
+
+def test_scores_are_per_task(graded):
+    _, _, r = graded
+    carol = r["carol_partial"].tasks
+    assert carol["task_1_1_output_size"] == 10 and carol["task_1_2_param_count"] == 15
+    assert carol["task_2_1_model_size"] == 10
+    assert carol["task_1_3_mac_count"] == 0 and carol["task_3_2_pareto"] == 0
+    # The restored test cell catches Grace's wrong formula although she deleted the tests.
+    assert r["grace_tampered"].tasks["task_1_1_output_size"] == 0
+    # Written answers wait for a person; the blank one scores 0 at once.
+    assert r["alice_full"].tasks["task_4_1_macs_vs_latency"] is None
+    assert r["bob_blank"].tasks["task_4_1_macs_vs_latency"] == 0
+    assert r["alice_full"].auto_max == 90 and r["alice_full"].max_score == 100
+
+
+def test_a_rerun_regrades_nothing_and_gives_identical_scores(graded):
+    course, subs, first = graded
+    again = grade(course, subs, GradeOptions(workers=2, cell_timeout=60))
+    assert all(r.resumed for r in again)
+    assert {r.student: (r.auto_score, r.tasks) for r in again} == {s: (r.auto_score, r.tasks) for s, r in first.items()}
+
+
+def test_a_changed_submission_is_regraded(graded, tmp_path):
+    course, subs, _ = graded
+    bob = next(s for s in subs if s.student == "bob_blank")
+    bob = dataclasses.replace(bob, data=(SAMPLES / LAB / "carol_partial" / f"{LAB}.ipynb").read_bytes())
+    (res,) = grade(course, [bob], GradeOptions(cell_timeout=60))
+    assert not res.resumed and res.auto_score == 35
+
+
+def test_exports_and_feedback(graded, tmp_path):
+    course, _, results = graded
+    paths = export_csv(course, tmp_path)
+    per_lab = list(csv.DictReader(open(tmp_path / f"grades_{LAB}.csv")))
+    assert {row["student"] for row in per_lab} == set(results)
+    assert "task_3_2_pareto" in per_lab[0]
+    long = list(csv.DictReader(open(tmp_path / "tasks.csv")))
+    assert len(long) == 8 * len(results)
+    assert tmp_path / "tasks.csv" in paths
+    pages = generate_feedback(course, LAB)
+    assert len(pages) == len(results)
+    erin = (course.feedback_dir() / "erin_broken_json" / LAB / f"{LAB}.html").read_text()
+    assert "not a valid notebook" in erin
+    alice = (course.feedback_dir() / "alice_full" / LAB / f"{LAB}.html").read_text()
+    assert "90/90 automatic points" in alice and "conv2d_output_size" in alice
+    generate_feedback(course, LAB)  # a re-run replaces the banner, it does not stack it
+    assert (course.feedback_dir() / "alice_full" / LAB / f"{LAB}.html").read_text().count("<!--effml-->") == 1
+    table = format_table(list(results.values()))
+    assert all(s in table for s in results)
