@@ -115,7 +115,7 @@ TAIL_DROPPED = r"""
 void gemv_int4_unroll(const uint8_t *codes, const float *scales, const int8_t *xq, const float *xs,
                       float *y, int n, int k, int num_threads) {
     int nb = k / 32;
-    for (int row = 0; row + 4 <= n; row++) {   /* forgets the last n % 4 rows */
+    for (int row = 0; row < n - n % 4; row++) {   /* forgets the last n % 4 rows */
         float acc = 0;
         for (int b = 0; b < nb; b++) {
             int s = 0;

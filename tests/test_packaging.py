@@ -1,0 +1,48 @@
+"""Set-up files agree with each other."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _names(reqs):
+    return {re.split(r"[<>=!\[ ]", r.strip(), maxsplit=1)[0].lower(): r.strip() for r in reqs}
+
+
+def test_environment_yml_names_the_same_dependencies_as_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | {r for extra in project["optional-dependencies"].values() for r in extra}
+    pip_lines = []
+    in_pip = False
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        if re.match(r"\s+- pip:\s*$", line):
+            in_pip = True
+            continue
+        m = re.match(r"\s+- (.+)$", line)
+        if in_pip and m and m.group(1) != "-e .":
+            pip_lines.append(m.group(1))
+    assert set(pip_lines) == wanted, (set(pip_lines) ^ wanted)
+
+
+def test_torch_is_pinned():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "torch==2.13.0" in project["dependencies"]
+
+
+def test_import_helpers_is_lean():
+    code = ("import sys, helpers, helpers.checks, helpers.data, helpers.plots; "
+            "heavy = [m for m in ('torch', 'triton', 'transformers', 'qiskit') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make demo" in readme
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
