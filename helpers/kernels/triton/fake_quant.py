@@ -79,7 +79,9 @@ def _fake_quant_kernel(x_ptr, out_ptr, mask_ptr, scale_ptr, zp_ptr, numel, chann
     x = tl.load(x_ptr + offs, mask=valid, other=0.0).to(tl.float32)
     scale = tl.load(scale_ptr + ch, mask=valid, other=1.0)
     zp = tl.load(zp_ptr + ch, mask=valid, other=0).to(tl.float32)
-    v = x * (1.0 / scale)
+    # 1 / scale rounded as IEEE division (torch's reference does the same); a
+    # plain `/` may compile to an approximate division on GPUs.
+    v = x * tl.math.div_rn(tl.full((BLOCK,), 1.0, tl.float32), scale)
     # Clamp first (one step beyond the range keeps the "was clamped" answer),
     # then round half to even: adding and subtracting 1.5 * 2**23 leaves the
     # integer part in fp32 (exact for |v| < 2**22; libdevice.rint has no
