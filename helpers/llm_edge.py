@@ -37,12 +37,15 @@ __all__ = [
     "BLOCK",
     "REFERENCE_SRC",
     "KERNEL_SIGNATURE",
+    "lab_flags",
     "bind_kernel",
     "compile_kernel",
     "reference_kernel",
     "helpers_kernel",
     "GemvProblem",
     "gemv_problem",
+    "bench_problem",
+    "check_kernel",
     "run_kernel",
     "time_kernels",
     "gops",
@@ -51,7 +54,8 @@ __all__ = [
     "W4A8Gemv",
     "EdgeLlama",
     "w4a8_reference_model",
-    "torch_greedy",
+    "greedy",
+    "compare_decode",
     "chat_prompt_ids",
     "measure_decode",
     "measure_llama_cpp",
@@ -63,9 +67,9 @@ KERNEL_SIGNATURE = (
     "void gemv_int4_{variant}(const uint8_t *codes, const float *scales, const int8_t *xq, "
     "const float *xs, float *y, int n, int k, int num_threads)")
 
-# The scalar baseline every variant is measured against. Same loop as
+# The scalar baseline every variant is measured against: the loop of
 # `gemv_int4_reference` in helpers/kernels/c/int4_gemv.c (a test checks they
-# agree); GCC must not auto-vectorize it, or "reference" would already be SIMD.
+# agree), compiled like the students' kernels with LAB_FLAGS.
 REFERENCE_SRC = r"""
 #include <stdint.h>
 
@@ -74,7 +78,6 @@ REFERENCE_SRC = r"""
 /* y[row] = sum over blocks b of  scales[row][b] * xs[b] * sum_{j<32} (code - 8) * xq[32*b + j]
  * codes: 16 bytes per block; byte j holds column 32*b + j (low nibble)
  *        and column 32*b + 16 + j (high nibble). */
-__attribute__((optimize("no-tree-vectorize")))
 void gemv_int4_reference(const uint8_t *codes, const float *scales, const int8_t *xq,
                          const float *xs, float *y, int n, int k, int num_threads) {
     (void)num_threads;  /* single-threaded */
@@ -100,6 +103,19 @@ void gemv_int4_reference(const uint8_t *codes, const float *scales, const int8_t
 _ARGTYPES = [ctypes.c_void_p] * 5 + [ctypes.c_int] * 3
 
 
+@functools.lru_cache(maxsize=1)
+def lab_flags() -> tuple[str, ...]:
+    """Extra compiler flags of the lab's kernels: no auto-vectorization and
+    no complete unrolling of loops, so each speedup measured is the kernel
+    author's (with them, -O3 would vectorize and unroll the reference)."""
+    import os
+    import subprocess
+    out = subprocess.run([os.environ.get("CC", "cc"), "--version"], capture_output=True, text=True, check=False)
+    if "clang" in out.stdout:
+        return ("-fno-vectorize", "-fno-slp-vectorize", "-fno-unroll-loops")
+    return ("-fno-tree-vectorize", "--param=max-completely-peel-times=1")
+
+
 # ---------------------------------------------------------------- kernels
 
 def bind_kernel(lib: ctypes.CDLL, variant: str, *, task: str | None = None) -> Callable:
@@ -117,13 +133,13 @@ def bind_kernel(lib: ctypes.CDLL, variant: str, *, task: str | None = None) -> C
 
 
 def compile_kernel(source: str, variant: str, *, task: str | None = None) -> Callable:
-    """Compile C ``source`` (cached by hash) and return its ``gemv_int4_<variant>``.
-    A compile error is raised as :class:`helpers.kernels.cjit.CompileError`
+    """Compile C ``source`` with :func:`lab_flags` (cached by hash) and return
+    its ``gemv_int4_<variant>``. A compile error is raised as :class:`helpers.kernels.cjit.CompileError`
     with the compiler's messages and the line numbers of ``source``."""
     if not isinstance(source, str):
         prefix = f"Task {task}: " if task else ""
         raise CheckError(f"{prefix}the kernel source is a {type(source).__name__}, expected the C code as a str.")
-    return bind_kernel(compile_c(source, name=f"lab07_{variant}"), variant, task=task)
+    return bind_kernel(compile_c(source, name=f"lab07_{variant}", extra_flags=lab_flags()), variant, task=task)
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,25 +207,67 @@ def run_kernel(fn: Callable, p: GemvProblem, num_threads: int = 1) -> np.ndarray
 
 
 def time_kernels(kernels: dict[str, tuple[Callable, int]], p: GemvProblem, *, min_repeats: int = 5,
-                 budget_s: float = 1.0) -> dict[str, float]:
+                 budget_s: float = 1.0, until: Callable[[dict], bool] | None = None) -> dict[str, float]:
     """Best-of seconds per call for ``{name: (fn, num_threads)}``.
 
     Calls are interleaved (one of each, again and again) so every kernel sees
     the same machine load, and the minimum is kept: on a shared machine the
-    minimum is the run nobody interrupted. Runs ``min_repeats`` rounds, more
-    while the rounds fit in ``budget_s``.
+    minimum is the run nobody interrupted. Runs ``min_repeats`` rounds, then
+    more while they fit in ``budget_s``, stopping early once ``until(best)``
+    holds (a target is met: on an idle machine no time is wasted).
     """
     y = np.empty(p.n, dtype=np.float32)
     args = (p.codes.ctypes.data, p.scales.ctypes.data, p.xq.ctypes.data, p.xs.ctypes.data, y.ctypes.data, p.n, p.k)
     best = {name: float("inf") for name in kernels}
     start, rounds = time.perf_counter(), 0
-    while rounds < min_repeats or (time.perf_counter() - start < budget_s and rounds < 10_000):
+    while rounds < min_repeats or (time.perf_counter() - start < budget_s and rounds < 10_000
+                                   and not (until and until(best))):
         for name, (fn, threads) in kernels.items():
             t0 = time.perf_counter()
             fn(*args, threads)
             best[name] = min(best[name], time.perf_counter() - t0)
         rounds += 1
     return best
+
+
+@functools.lru_cache(maxsize=2)
+def bench_problem(seed: int = 0) -> GemvProblem:
+    """The timing problem of the lab: a 4096 x 2048 layer (8.4M multiply-adds),
+    big enough that two threads pay off, small enough to time in milliseconds."""
+    return gemv_problem(4096, 2048, seed)
+
+
+def check_kernel(fn: Callable, *, task: str, shapes: Sequence[tuple[int, int]], seed: int = 0,
+                 num_threads: int = 1, repeats: int = 1) -> None:
+    """Check a kernel against the exact W4A8 sums on random problems of the
+    given ``(n, k)`` shapes, ``repeats`` times each (a data race shows up as
+    results that change from run to run); the message says what looks wrong."""
+    from .checks import check_close
+    for i, (n, k) in enumerate(shapes):
+        p = gemv_problem(n, k, seed + i)
+        first = None
+        for r in range(repeats):
+            y = run_kernel(fn, p, num_threads)
+            where = f"n={n}, k={k}, num_threads={num_threads}"
+            missing = np.flatnonzero(np.isnan(y))
+            if missing.size and not np.isnan(p.y_ref).any():
+                rows = ", ".join(map(str, missing[:8])) + (" ..." if missing.size > 8 else "")
+                raise CheckError(
+                    f"Task {task}: with {where} the kernel never wrote y[{rows}] ({missing.size} of {n} rows). "
+                    "Does it handle every row: the n % 4 left over after an unrolled loop, each thread's share?")
+            if first is not None and not np.array_equal(y, first, equal_nan=True):
+                raise CheckError(
+                    f"Task {task}: with {where} two runs on the same input gave different results "
+                    f"(run 1 and run {r + 1} differ in {int(np.sum(y != first))} rows): a data race. "
+                    "Is a variable shared by the threads that each thread should have to itself "
+                    "(an accumulator declared outside the parallel loop)?")
+            first = y
+            scale = float(np.abs(p.y_ref).max()) or 1.0
+            check_close(y, p.y_ref, name=f"y ({where})", task=task, rtol=1e-4, atol=1e-5 * scale,
+                        hint="compare with gemv_int4_reference: zero point 8 (code - 8), one scale per "
+                             "(row, block of 32) for the weights and per block for the activations, the low "
+                             "nibble of byte j is column 32*b + j and the high nibble column 32*b + 16 + j; "
+                             "k need not be a multiple of 64")
 
 
 def gops(n: int, k: int, seconds: float) -> float:
@@ -404,25 +462,6 @@ class EdgeLlama:
         logits = self.gemv(x, self.lm_head)
         return logits if all_logits else logits[0]
 
-    def generate(self, prompt_ids: Sequence[int], n_new: int, *, eos_id: int | None = None,
-                 progress: bool = False) -> tuple[list[int], float]:
-        """Greedy decoding: ``(new token ids, decode seconds)``. The prompt is
-        prefilled in one forward; the time covers the ``n_new - 1`` one-token
-        decode steps that follow (prefill is not decode speed)."""
-        cache = self.new_cache()
-        logits = self.forward(prompt_ids, cache)
-        out = [int(np.argmax(logits))]
-        steps = range(n_new - 1)
-        if progress:
-            from tqdm.auto import tqdm
-            steps = tqdm(steps, desc=f"decode ({self.gemv.name})", leave=False)
-        t0 = time.perf_counter()
-        for _ in steps:
-            if eos_id is not None and out[-1] == eos_id:
-                break
-            out.append(int(np.argmax(self.forward([out[-1]], cache))))
-        return out, time.perf_counter() - t0
-
 
 # ---------------------------------------------------------------- torch reference
 
@@ -430,64 +469,117 @@ def _reference_linear_cls():
     import torch
 
     class W4A8ReferenceLinear(torch.nn.Module):
-        """``nn.Linear`` replaced by exact W4A8 sums: int4 codes from
-        ``quantize_weight_int4``, int8 activations per block of 32 from
-        ``quantize_activation_int8``; integer block sums are exact in fp32
-        (|sum| <= 32*127*8 < 2^24), scaled and summed over blocks in fp64."""
+        """``nn.Linear`` doing the kernels' W4A8 arithmetic in torch: the int4
+        weight of ``quantize_weight_int4`` dequantized once, the activation
+        quantized per call by ``quantize_activation_int8`` (int8 per block of
+        32) and dequantized, then an fp32 matmul. Same products as the
+        kernels; only the fp32 rounding of the sums differs."""
 
         def __init__(self, linear: torch.nn.Linear):
             super().__init__()
-            from .kernels.int4 import quantize_weight_int4, _unpack_codes
+            from .kernels.int4 import dequantize_int4, quantize_weight_int4
             packed = quantize_weight_int4(linear.weight)
-            self.k, self.n = packed.k, packed.n
-            q = _unpack_codes(packed).to(torch.float32) - 8
-            self.register_buffer("q", q.reshape(packed.n, -1, BLOCK).permute(1, 2, 0).contiguous())  # [nb, 32, N]
-            self.register_buffer("scales", packed.scales.to(torch.float64))                           # [N, nb]
+            self.n = packed.n
+            w = torch.zeros(packed.n, packed.k_padded)
+            w[:, :packed.k] = dequantize_int4(packed)
+            self.register_buffer("weight", w)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             from .kernels.int4 import quantize_activation_int8
             lead = x.shape[:-1]
             xq, xs = quantize_activation_int8(x.reshape(-1, x.shape[-1]))
-            xb = xq.to(torch.float32).reshape(xq.shape[0], -1, BLOCK).transpose(0, 1)   # [nb, M, 32]
-            isum = torch.bmm(xb, self.q).to(torch.float64)                               # [nb, M, N]
-            y = torch.einsum("bmn,mb,nb->mn", isum, xs.to(torch.float64), self.scales)
-            return y.to(torch.float32).reshape(*lead, self.n)
+            xd = (xq.reshape(xq.shape[0], -1, BLOCK).float() * xs.unsqueeze(-1)).reshape(xq.shape[0], -1)
+            return (xd @ self.weight.T).reshape(*lead, self.n)
 
     return W4A8ReferenceLinear
 
 
 def w4a8_reference_model(model):
-    """A copy of the transformers model whose every linear layer (lm_head
-    included) does the W4A8 arithmetic of the kernels, exactly, in torch."""
+    """The transformers model with every linear layer (lm_head included)
+    doing the W4A8 arithmetic of the kernels in torch. A new module tree that
+    shares the other parameters with ``model`` (which is left unchanged)."""
     import copy
     import torch
 
-    ref = copy.deepcopy(model)
+    ref = copy.deepcopy(model, memo={id(p): p for p in model.parameters()})
     cls = _reference_linear_cls()
-    for parent in list(ref.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.Linear):
-                setattr(parent, name, cls(child))
+    with torch.no_grad():
+        for parent in list(ref.modules()):
+            for name, child in list(parent.named_children()):
+                if isinstance(child, torch.nn.Linear):
+                    setattr(parent, name, cls(child))
     return ref.eval()
 
 
-def torch_greedy(model, prompt_ids: Sequence[int], n_new: int, *, eos_id: int | None = None
-                 ) -> tuple[list[int], float]:
-    """Greedy decoding with a transformers model and its KV cache:
-    ``(new token ids, decode seconds)`` (timed as :meth:`EdgeLlama.generate`)."""
-    import torch
+class _Decoder:
+    """Greedy decoding one token at a time, with an :class:`EdgeLlama` or a
+    transformers model (each with its own KV cache)."""
 
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([list(prompt_ids)]), use_cache=True)
-        cache, ids = out.cache, [int(out.logits[0, -1].argmax())]
-        t0 = time.perf_counter()
-        for _ in range(n_new - 1):
-            if eos_id is not None and ids[-1] == eos_id:
-                break
-            out = model(input_ids=torch.tensor([[ids[-1]]]), cache=cache, use_cache=True)
-            cache = out.cache
-            ids.append(int(out.logits[0, -1].argmax()))
-    return ids, time.perf_counter() - t0
+    def __init__(self, model, prompt_ids: Sequence[int]):
+        self.model = model
+        if isinstance(model, EdgeLlama):
+            self.cache = model.new_cache()
+            self.last = int(np.argmax(model.forward(prompt_ids, self.cache)))
+        else:
+            import torch
+            with torch.no_grad():
+                out = model(input_ids=torch.tensor([list(prompt_ids)]), use_cache=True)
+            self.cache, self.last = out.cache, int(out.logits[0, -1].argmax())
+
+    def step(self) -> int:
+        if isinstance(self.model, EdgeLlama):
+            self.last = int(np.argmax(self.model.forward([self.last], self.cache)))
+        else:
+            import torch
+            with torch.no_grad():
+                out = self.model(input_ids=torch.tensor([[self.last]]), cache=self.cache, use_cache=True)
+            self.cache, self.last = out.cache, int(out.logits[0, -1].argmax())
+        return self.last
+
+
+def greedy(model, prompt_ids: Sequence[int], n_new: int, *, eos_id: int | None = None) -> list[int]:
+    """The first ``n_new`` greedy tokens after the prompt (fewer if ``eos_id``
+    comes), from an :class:`EdgeLlama` or a transformers model."""
+    dec = _Decoder(model, prompt_ids)
+    out = [dec.last]
+    while len(out) < n_new and out[-1] != eos_id:
+        out.append(dec.step())
+    return out
+
+
+def compare_decode(models: dict[str, Any], prompt_ids: Sequence[int], n_tokens: int, *,
+                   num_threads: int | None = None, progress: bool = False) -> dict[str, dict]:
+    """Decode ``n_tokens`` greedy tokens with every model, one step of each in
+    turn, so all see the same machine load; returns per name ``{"tokens",
+    "tokens_per_s", "ms_per_token"}`` from the median step time (a step
+    slowed down by another process does not count). Prefill is not timed;
+    end-of-sequence does not stop decoding. ``num_threads`` caps the BLAS
+    and OpenMP thread pools (numpy, torch) meanwhile, so the fp32 models get
+    the threads the int4 kernel gets."""
+    from contextlib import nullcontext
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(num_threads) if num_threads else nullcontext():
+        return _compare_decode(models, prompt_ids, n_tokens, progress)
+
+
+def _compare_decode(models, prompt_ids, n_tokens, progress):
+    decoders = {name: _Decoder(m, prompt_ids) for name, m in models.items()}
+    tokens = {name: [d.last] for name, d in decoders.items()}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    steps = range(n_tokens - 1)
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="decode " + " / ".join(models), leave=False)
+    for _ in steps:
+        for name, dec in decoders.items():
+            t0 = time.perf_counter()
+            tokens[name].append(dec.step())
+            times[name].append(time.perf_counter() - t0)
+    out = {}
+    for name in models:
+        ms = 1e3 * float(np.median(times[name])) if times[name] else float("nan")
+        out[name] = {"tokens": tokens[name], "ms_per_token": ms, "tokens_per_s": 1e3 / ms}
+    return out
 
 
 def chat_prompt_ids(tokenizer, message: str) -> list[int]:
@@ -510,30 +602,27 @@ def _smollm2():
 
 def measure_decode(n_tokens: int = 32, variant: str = "w4", *, prompt: str = DEFAULT_PROMPT,
                    num_threads: int = 1, kernel: Callable | None = None) -> dict:
-    """Greedy-decode ``n_tokens`` with SmolLM2 and return ``{"variant",
-    "tokens_per_s", "ms_per_token", "tokens"}``.
+    """Greedy-decode ``n_tokens`` with SmolLM2; returns ``{"variant",
+    "tokens_per_s", "ms_per_token", "tokens"}`` (median decode step, prompt
+    prefilled first and not timed).
 
     ``variant``: ``"fp32"`` (this engine, numpy BLAS), ``"w4"`` (this engine,
     int4 C kernel ``kernel``, default the helpers' ``all``, run with
-    ``num_threads``), ``"transformers"`` (the fp32 transformers model and
-    its cache). Decode only: the prompt is prefilled first. End-of-sequence
-    does not stop it, so every variant decodes the same number of tokens.
+    ``num_threads``), ``"transformers"`` (the fp32 transformers model).
+    Every variant runs with ``num_threads`` threads.
     """
-    model, tokenizer = _smollm2()
-    ids = chat_prompt_ids(tokenizer, prompt)
     if n_tokens < 2:
         raise ValueError("n_tokens must be >= 2 (the first token comes from the prefill).")
+    model, tokenizer = _smollm2()
+    ids = chat_prompt_ids(tokenizer, prompt)
     if variant == "transformers":
-        tokens, seconds = torch_greedy(model, ids, n_tokens)
+        runner = model
     elif variant in ("fp32", "w4"):
         gemv = Fp32Gemv() if variant == "fp32" else W4A8Gemv(kernel, num_threads=num_threads)
-        engine = EdgeLlama(model, gemv, max_len=len(ids) + n_tokens)
-        tokens, seconds = engine.generate(ids, n_tokens)
+        runner = EdgeLlama(model, gemv, max_len=len(ids) + n_tokens)
     else:
         raise ValueError(f"variant must be 'fp32', 'w4' or 'transformers', got {variant!r}")
-    steps = len(tokens) - 1
-    return {"variant": variant, "tokens_per_s": steps / seconds, "ms_per_token": 1e3 * seconds / steps,
-            "tokens": tokens}
+    return {"variant": variant, **compare_decode({variant: runner}, ids, n_tokens, num_threads=num_threads)[variant]}
 
 
 def measure_llama_cpp(n_tokens: int = 32, *, prompt: str = DEFAULT_PROMPT, n_threads: int = 2) -> dict:
