@@ -230,7 +230,8 @@ def from_cirq(circuit, n_qubits: int | None = None) -> QuantumCircuit:
     for op in ops:
         g, qs = op.gate, [q.x for q in op.qubits]
         if isinstance(g, (cirq.Rx, cirq.Ry, cirq.Rz)):
-            getattr(qc, type(g).__name__.lower())(float(g._rads), *qs)
+            # Rx(t) is XPowGate(exponent=t/pi, global_shift=-1/2): the angle is exponent * pi.
+            getattr(qc, type(g).__name__.lower())(float(g.exponent) * np.pi, *qs)
             continue
         e = float(getattr(g, "exponent", 1.0))
         name = None
