@@ -66,6 +66,8 @@ DEFAULT_TIMEOUT_S = 60.0
 # After the first rank fails, the others get this long to exit on their own
 # (gloo usually notices the dead peer at once) before they are killed.
 _FAIL_GRACE_S = 1.0
+# free_port() can race with other processes; a taken port is retried this often.
+_PORT_ATTEMPTS = 3
 
 
 class DistributedError(RuntimeError):
@@ -102,7 +104,7 @@ def _die_with_parent() -> None:
 
 def _rank_main(fn, rank, world_size, backend, port, tmpdir, timeout, args, kwargs):
     _die_with_parent()
-    code = 0
+    code, phase = 0, "init"
     try:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                           LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size))
@@ -113,6 +115,7 @@ def _rank_main(fn, rank, world_size, backend, port, tmpdir, timeout, args, kwarg
             torch.cuda.set_device(rank % torch.cuda.device_count())
         dist.init_process_group(backend, rank=rank, world_size=world_size,
                                 timeout=datetime.timedelta(seconds=timeout))
+        phase = "run"
         result = fn(rank, world_size, *args, **kwargs)
         try:
             torch.save(result, os.path.join(tmpdir, f"rank{rank}.pt"))
@@ -122,7 +125,7 @@ def _rank_main(fn, rank, world_size, backend, port, tmpdir, timeout, args, kwarg
     except BaseException:
         code = 1
         with open(os.path.join(tmpdir, f"rank{rank}.err"), "w") as f:
-            f.write(f"{time.time():.6f}\n{traceback.format_exc()}")
+            f.write(f"{time.time():.6f} {phase}\n{traceback.format_exc()}")
     finally:
         with contextlib.suppress(Exception):
             if dist.is_initialized():
@@ -132,15 +135,21 @@ def _rank_main(fn, rank, world_size, backend, port, tmpdir, timeout, args, kwarg
         os._exit(code)
 
 
-def _read_error(tmpdir: str, rank: int, exitcode: int | None) -> tuple[float, str]:
+def _read_error(tmpdir: str, rank: int, exitcode: int | None) -> tuple[float, str, str]:
+    """(time of failure, phase "init" or "run", traceback) of a failed rank."""
     path = os.path.join(tmpdir, f"rank{rank}.err")
     if os.path.exists(path):
         with open(path) as f:
-            stamp, _, tb = f.read().partition("\n")
-        return float(stamp), tb.rstrip()
+            header, _, tb = f.read().partition("\n")
+        stamp, phase = header.split()
+        return float(stamp), phase, tb.rstrip()
     if exitcode is not None and exitcode < 0:
-        return math.inf, f"rank {rank} was killed by signal {-exitcode} (out of memory?) without a Python traceback"
-    return math.inf, f"rank {rank} exited with code {exitcode} without a Python traceback"
+        return math.inf, "run", f"rank {rank} was killed by signal {-exitcode} (out of memory?) without a Python traceback"
+    return math.inf, "run", f"rank {rank} exited with code {exitcode} without a Python traceback"
+
+
+class _PortTaken(Exception):
+    """Another process took the rendezvous port between free_port() and the bind."""
 
 
 def _kill(procs) -> None:
@@ -161,26 +170,35 @@ def _preload_autograd() -> None:
 
 
 def launch(fn: Callable, world_size: int, *args, timeout: float = DEFAULT_TIMEOUT_S,
-           backend: str | None = None, **kwargs) -> list:
+           backend: str = "gloo", **kwargs) -> list:
     """Run ``fn(rank, world_size, *args, **kwargs)`` on ``world_size`` ranks.
 
     Returns the list of the ranks' return values, indexed by rank. Raises
     :class:`DistributedError` with the traceback of the first rank that
     failed, or :class:`DistributedTimeoutError` after ``timeout`` seconds;
     in both cases every rank has been killed when the error is raised.
-    ``backend`` defaults to ``$EFFML_DIST_BACKEND`` or ``"gloo"``.
     """
     if world_size < 1:
         raise ValueError(f"world_size must be at least 1, got {world_size}")
-    backend = backend or os.environ.get("EFFML_DIST_BACKEND", "gloo")
     if backend == "gloo" and sys.platform.startswith("linux"):
         # Gloo picks its interface from the hostname, which may not resolve in
         # a sandbox without network; all ranks are local, so use loopback.
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     _preload_autograd()
+    for attempt in range(_PORT_ATTEMPTS):
+        try:
+            return _launch_once(fn, world_size, args, kwargs, timeout, backend, free_port())
+        except _PortTaken:
+            if attempt == _PORT_ATTEMPTS - 1:
+                raise DistributedError(f"{fn.__name__}: could not start the process group: "
+                                       f"{_PORT_ATTEMPTS} free ports in a row were taken by other "
+                                       "processes before rank 0 could listen on them.") from None
+    raise AssertionError("unreachable")
+
+
+def _launch_once(fn, world_size, args, kwargs, timeout, backend, port) -> list:
     ctx = mp.get_context("fork")
     tmpdir = tempfile.mkdtemp(prefix="effml_dist_")
-    port = free_port()
     procs = [ctx.Process(target=_rank_main, name=f"effml-rank{r}", daemon=True,
                          args=(fn, r, world_size, backend, port, tmpdir, timeout, args, kwargs))
              for r in range(world_size)]
@@ -210,11 +228,14 @@ def launch(fn: Callable, world_size: int, *args, timeout: float = DEFAULT_TIMEOU
         failed = [r for r, p in enumerate(procs) if p.exitcode != 0]
         if failed:
             errors = sorted((*_read_error(tmpdir, r, procs[r].exitcode), r) for r in failed)
-            _, tb, first = errors[0]
+            if any(phase == "init" and "EADDRINUSE" in tb.upper().replace("ADDRESS ALREADY IN USE", "EADDRINUSE")
+                   for _, phase, tb, _ in errors):
+                raise _PortTaken()
+            _, _, tb, first = errors[0]
             others = ""
             if len(errors) > 1:
                 others = (f"\n\n(rank(s) {[r for *_, r in errors[1:]]} stopped too, most likely "
-                          "because rank {first} left its collectives.)".format(first=first))
+                          f"because rank {first} left its collectives.)")
             raise DistributedError(f"{fn.__name__} failed on rank {first} of {world_size}:\n\n{tb}{others}")
         return [torch.load(os.path.join(tmpdir, f"rank{r}.pt"), map_location="cpu", weights_only=False)
                 for r in range(world_size)]

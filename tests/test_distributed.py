@@ -153,3 +153,18 @@ def test_stages_are_identical_for_a_seed():
     b = hd.make_pipeline_stages(3, 8, seed=1)
     assert all(torch.equal(x.linear.weight, y.linear.weight) for x, y in zip(a, b))
     assert not torch.equal(a[0].linear.weight, a[1].linear.weight)
+
+
+def _rank(rank, world_size):
+    return rank
+
+
+def test_port_taken_by_another_process_is_retried(monkeypatch):
+    import socket
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        ports = iter([squatter.getsockname()[1]])
+        real_free_port = hd.free_port
+        monkeypatch.setattr(hd, "free_port", lambda: next(ports, None) or real_free_port())
+        assert hd.launch(_rank, 2, timeout=30) == [0, 1]
