@@ -105,14 +105,11 @@ def cmd_grade(args, course: Course) -> int:
         return 1
     options = GradeOptions(quick=not args.full, seed=args.seed, cell_timeout=args.cell_timeout,
                            notebook_timeout=args.timeout, workers=args.workers, force=args.force,
-                           sandbox=make_sandbox(args.sandbox, course, [Path(args.submissions)]))
+                           sandbox=make_sandbox(args.sandbox, course, [Path(args.submissions)]),
+                           scheduler=args.scheduler)
     progress, bar = _progress_printer(len(subs))
     start = time.monotonic()
-    if args.scheduler:
-        from .distributed import grade_on_cluster
-        results = grade_on_cluster(course, subs, options, args.scheduler, progress=progress)
-    else:
-        results = grade(course, subs, options, progress=progress)
+    results = grade(course, subs, options, progress=progress)
     bar.close()
     print(format_table(results))
     from .summary import summarize

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .course import Course
 
-DEMO_CELL_TIMEOUT = 60  # the infinite-loop sample costs this much
+DEMO_CELL_TIMEOUT = 90  # the infinite-loop sample costs this much
 
 
 def check_expected(results, expected: dict) -> list[str]:

@@ -18,6 +18,7 @@ import shutil
 import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class GradeOptions:
     workers: int = 1
     force: bool = False                   # re-grade even when a result exists
     sandbox: object = None                # callable(cmd, workdir) -> cmd, see autograder.sandbox
+    scheduler: str | None = None          # Dask scheduler address: execute on the cluster's workers
 
 
 @dataclass
@@ -112,13 +114,16 @@ def _register(course: Course, sub: Submission) -> None:
 
 
 def _source_cells(course: Course, lab: str) -> tuple[list[str], dict[str, str]]:
-    """Grade cell ids of the release, and the checksum of every locked cell."""
+    """Grade cell ids of the lab, and the checksum of every read-only cell as
+    released (the gradebook's checksums include the hidden tests)."""
     from nbgrader.api import Gradebook
 
     with Gradebook(course.db_url) as gb:
-        nb = gb.find_notebook(lab, lab)
-        return ([c.name for c in nb.grade_cells],
-                {c.name: c.checksum for c in nb.source_cells if c.locked and c.checksum})
+        grade_ids = [c.name for c in gb.find_notebook(lab, lab).grade_cells]
+    release = nbformat.read(course.release_notebook(lab), as_version=4)
+    locked = {m["grade_id"]: m["checksum"] for c in release.cells
+              if (m := c.metadata.get("nbgrader", {})).get("locked") and m.get("checksum")}
+    return grade_ids, locked
 
 
 def sanitize(course: Course, sub: Submission, nb) -> tuple[object, list[str]]:
@@ -244,6 +249,23 @@ def _finish_totals(course: Course, result: Result) -> None:
 # ---------------------------------------------------------------- batch
 
 
+@contextmanager
+def _executor(options: GradeOptions):
+    """Where executions run: ``workers`` threads here (each drives a child
+    process), or a Dask cluster's workers, which must see the grading work
+    directory at the same path (a shared filesystem, or a local cluster)."""
+    if not options.scheduler:
+        with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+            yield pool
+        return
+    from distributed import Client
+
+    with Client(options.scheduler, timeout=30) as client:
+        # A concurrent.futures facade: the same submit/as_completed loop drives it.
+        with client.get_executor(pure=False) as pool:
+            yield pool
+
+
 def grade(course: Course, subs: list[Submission], options: GradeOptions | None = None,
           progress=None) -> list[Result]:
     """Grade ``subs``; ``progress(result)`` is called as each one finishes."""
@@ -295,12 +317,16 @@ def grade(course: Course, subs: list[Submission], options: GradeOptions | None =
         nb_timeout = options.notebook_timeout or limits.get("notebook_timeout", DEFAULT_NOTEBOOK_TIMEOUT)
         env = {"EFFML_QUICK": "1" if options.quick else "0", "EFFML_SEED": str(options.seed)}
         wrap = (lambda cmd: options.sandbox(cmd, path.parent)) if options.sandbox else None
-        return execute(path, path.with_name(f"{sub.lab}.executed.ipynb"),
-                       parameters={"QUICK": options.quick, "SEED": options.seed},
-                       cell_timeout=cell_timeout, notebook_timeout=nb_timeout, cwd=path.parent,
-                       env=env, wrap=wrap, log_path=path.with_name("execution.log"))
+        try:
+            return execute(path, path.with_name(f"{sub.lab}.executed.ipynb"),
+                           parameters={"QUICK": options.quick, "SEED": options.seed},
+                           cell_timeout=cell_timeout, notebook_timeout=nb_timeout, cwd=path.parent,
+                           env=env, wrap=wrap, log_path=path.with_name("execution.log"))
+        finally:
+            if options.sandbox:
+                options.sandbox.release(path.parent)
 
-    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+    with _executor(options) as pool:
         futures = {pool.submit(run, item): item for item in pending}
         for fut in as_completed(futures):
             sub, _, base = futures[fut]

@@ -13,6 +13,7 @@ cheap.
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any, Iterable
 
 import numpy as np
@@ -170,3 +171,21 @@ def check_in_range(value: Any, low: float | None, high: float | None, *, name: s
         lo = "-inf" if low is None else f"{low:g}"
         hi = "inf" if high is None else f"{high:g}"
         _fail(task, f"`{name}` is {v:.6g}, expected a value in [{lo}, {hi}].", hint)
+
+
+# A test cell imports the checks afresh (`from helpers.checks import check_close`),
+# which undoes a student's `check_close = ...` in the notebook; making the
+# module's functions read-only also stops `helpers.checks.check_close = ...`.
+class _ReadOnlyChecks(type(sys.modules[__name__])):
+    def __setattr__(self, name, value):
+        if name in __all__:
+            raise AttributeError(f"helpers.checks.{name} is read-only: the tests always use the original")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name):
+        if name in __all__:
+            raise AttributeError(f"helpers.checks.{name} is read-only")
+        super().__delattr__(name)
+
+
+sys.modules[__name__].__class__ = _ReadOnlyChecks
