@@ -34,10 +34,10 @@ test: venv
 test-fast: venv
 	$(BIN)/python -m pytest tests -q -m "not notebook"
 
-# JupyterLab with nbgrader's extension (formgrader for manual grading).
+# JupyterLab from the course root, with nbgrader's extensions (installed with
+# nbgrader and enabled by default; tests/test_packaging.py checks): students
+# open labs/, instructors use Formgrader for manual grading.
 lab: venv
-	$(BIN)/jupyter labextension enable nbgrader 2>/dev/null || true
-	$(BIN)/jupyter server extension enable --sys-prefix nbgrader.server_extensions.formgrader >/dev/null 2>&1 || true
 	$(BIN)/jupyter lab
 
 release: venv

@@ -46,3 +46,11 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_jupyterlab_has_nbgrader_enabled():
+    bindir = Path(sys.executable).parent
+    lab = subprocess.run([str(bindir / "jupyter"), "labextension", "list"], capture_output=True, text=True)
+    assert re.search(r"@jupyter/nbgrader v\S+ \S*enabled", lab.stdout + lab.stderr)
+    server = subprocess.run([str(bindir / "jupyter"), "server", "extension", "list"], capture_output=True, text=True)
+    assert re.search(r"nbgrader.server_extensions.formgrader \S*enabled", server.stdout + server.stderr)
