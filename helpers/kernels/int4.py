@@ -173,7 +173,12 @@ def gemv_int4_quantized(xq: torch.Tensor, xs: torch.Tensor, packed: Int4Weight, 
 
 def gemv_int4(x: torch.Tensor, packed: Int4Weight, variant: str = "all", *, num_threads: int = 0,
               lib: ctypes.CDLL | None = None) -> torch.Tensor:
-    """y = W x with int4 weights: x fp32 [K] or [B, K] -> fp32 [N] or [B, N]."""
+    """y = W x with int4 weights: x fp32 [K] or [B, K] -> fp32 [N] or [B, N].
+
+    x is quantized per block of 32 (:func:`quantize_activation_int8`), then
+    ``gemv_int4_<variant>`` runs once per row of x; ``lib`` as in
+    :func:`gemv_int4_quantized`.
+    """
     if not isinstance(packed, Int4Weight):
         raise TypeError(f"`packed` is a {type(packed).__name__}; make it with quantize_weight_int4(w).")
     x = _check_float(x, "x", (1, 2))
