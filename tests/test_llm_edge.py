@@ -162,6 +162,16 @@ def test_time_kernels_best_of_and_early_stop():
     assert len(calls) == 1  # stopped as soon as the target held, long before the budget
 
 
+def test_time_kernels_gives_no_speedup_to_a_kernel_that_ignores_its_threads():
+    # The reference runs on one thread whatever num_threads says: timed "on 2
+    # threads" (wall clock less waits for a CPU) it must not look faster than
+    # on 1 (CPU time), however busy the machine.
+    p = gemv_problem(512, 1024)
+    ref = reference_kernel()
+    best = time_kernels({"1": (ref, 1), "2": (ref, 2)}, p, min_repeats=20, budget_s=0.5)
+    assert best["1"] / best["2"] < 1.08
+
+
 class _Tokenizer:
     def apply_chat_template(self, messages, tokenize, add_generation_prompt):
         return messages[0]["content"]
