@@ -5,7 +5,7 @@
   calls a pluggable GEMV (:class:`Fp32Gemv`, :class:`W4A8Gemv`); RMSNorm,
   RoPE, grouped-query attention and the SiLU MLP are numpy.
 - The torch reference of the same W4A8 arithmetic (:func:`w4a8_reference_model`:
-  the transformers model with every linear layer replaced by exact W4A8 sums).
+  the transformers model with every linear layer doing W4A8 in torch).
 - The kernel harness of the lab: the scalar reference kernel
   (:data:`REFERENCE_SRC`), compiling and binding a student's kernel, random
   GEMV problems with their exact answer, interleaved best-of timing, GOPS.
@@ -69,7 +69,7 @@ KERNEL_SIGNATURE = (
 
 # The scalar baseline every variant is measured against: the loop of
 # `gemv_int4_reference` in helpers/kernels/c/int4_gemv.c (a test checks they
-# agree), compiled like the students' kernels with LAB_FLAGS.
+# agree), compiled like the students' kernels with lab_flags().
 REFERENCE_SRC = r"""
 #include <stdint.h>
 
@@ -359,7 +359,6 @@ def quantize_activation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 class Fp32Gemv:
     """fp32 weights, ``y = x W^T`` with numpy (BLAS)."""
-    name = "fp32"
 
     def prepare(self, w) -> np.ndarray:
         return np.ascontiguousarray(w.detach().float().numpy())
@@ -389,10 +388,9 @@ class W4A8Gemv:
     :func:`compile_kernel`); the default is the helpers' ``all`` kernel.
     """
 
-    def __init__(self, kernel: Callable | None = None, num_threads: int = 1, name: str = "w4"):
+    def __init__(self, kernel: Callable | None = None, num_threads: int = 1):
         self.kernel = kernel if kernel is not None else helpers_kernel("all")
         self.num_threads = num_threads
-        self.name = name
 
     def prepare(self, w) -> _W4Handle:
         from .kernels.int4 import quantize_weight_int4
@@ -432,12 +430,15 @@ class KVCache:
 
 class EdgeLlama:
     """A minimal Llama (SmolLM2) forward in numpy where every linear layer is
-    ``gemv(x, prepared_weight)``. ``n_layers`` keeps the first layers only."""
+    ``gemv(x, gemv.prepare(weight))``; the KV cache holds ``max_len`` positions."""
 
-    def __init__(self, model, gemv, *, n_layers: int | None = None, max_len: int = 1024):
+    def __init__(self, model, gemv, *, max_len: int = 1024):
         import torch
 
         cfg = model.config
+        for name in ("attention_bias", "mlp_bias"):
+            if getattr(cfg, name, False):
+                raise NotImplementedError(f"EdgeLlama supports Llama without biases ({name}=True).")
         self.gemv = gemv
         self.n_heads = cfg.num_attention_heads
         self.n_kv = cfg.num_key_value_heads
@@ -445,12 +446,11 @@ class EdgeLlama:
         self.eps = float(cfg.rms_norm_eps)
         self.max_len = max_len
         inner = model.model
-        layers = inner.layers[:n_layers] if n_layers else inner.layers
         f32 = lambda t: np.ascontiguousarray(t.detach().float().numpy())  # noqa: E731
         with torch.no_grad():
             self.embed = f32(inner.embed_tokens.weight)
             self.layers = []
-            for layer in layers:
+            for layer in inner.layers:
                 at, mlp = layer.self_attn, layer.mlp
                 self.layers.append(_Layer(
                     ln1=f32(layer.input_layernorm.weight),
@@ -462,9 +462,6 @@ class EdgeLlama:
             self.norm = f32(inner.norm.weight)
             self.lm_head = gemv.prepare(model.lm_head.weight)
             self.cos, self.sin = self._rope_tables(model, max_len)
-        for name in ("attention_bias", "mlp_bias"):
-            if getattr(cfg, name, False):
-                raise NotImplementedError(f"EdgeLlama supports Llama without biases ({name}=True).")
 
     @staticmethod
     def _rope_tables(model, max_len: int) -> tuple[np.ndarray, np.ndarray]:
@@ -498,7 +495,7 @@ class EdgeLlama:
         if start + t > cache.max_len:
             raise ValueError(f"the KV cache holds {cache.max_len} positions; {start} + {t} tokens do not fit "
                              "(make the engine with a larger max_len).")
-        h, d, nq, nkv = self.head_dim, self.embed.shape[1], self.n_heads, self.n_kv
+        h, nq, nkv = self.head_dim, self.n_heads, self.n_kv
         pos = slice(start, start + t)
         group = nq // nkv
         # causal mask of the new queries over cached + new keys
@@ -537,8 +534,8 @@ def _reference_linear_cls():
         """``nn.Linear`` doing the kernels' W4A8 arithmetic in torch: the int4
         weight of ``quantize_weight_int4`` dequantized once, the activation
         quantized per call by ``quantize_activation_int8`` (int8 per block of
-        32) and dequantized, then an fp32 matmul. Same products as the
-        kernels; only the fp32 rounding of the sums differs."""
+        32) and dequantized, then an fp32 matmul: the quantized values of the
+        kernels, only the rounding of the fp32 arithmetic differs."""
 
         def __init__(self, linear: torch.nn.Linear):
             super().__init__()
