@@ -2,6 +2,7 @@
 helpers (lab 05)."""
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import random
@@ -13,6 +14,15 @@ from torch import nn
 from helpers import ofa, profile
 from helpers.models import DATASETS_DIR
 from helpers.tinyml import record_metric
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: extra threads only contend on a shared machine."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 def _arch(r=12, d=(2, 1, 3), k=3, e=3):
@@ -108,3 +118,104 @@ def test_record_metric(tmp_path, monkeypatch):
     record_metric("a", 1.5)
     record_metric("b", True)
     assert [json.loads(line) for line in path.read_text().splitlines()] == [{"a": 1.5}, {"b": True}]
+
+
+# ---------------------------------------------------------------- lab 05: int8 deployment
+
+import numpy as np  # noqa: E402
+
+from helpers import tinyml  # noqa: E402
+from helpers.kernels.cjit import compile_c, ptr  # noqa: E402
+
+SMALL_BLOCKS = ((2, 8, 1, 5), (3, 12, 2), (2, 12, 1))
+
+
+@pytest.fixture(scope="module")
+def small_graph():
+    torch.manual_seed(0)
+    model = tinyml.mcu_mobilenet(resolution=24, stem=8, blocks=SMALL_BLOCKS, seed=1)
+    return model, tinyml.quantize_model(model, torch.rand(16, 1, 24, 24))
+
+
+def test_quantize_model_structure(small_graph):
+    _, g = small_graph
+    kinds = [op.kind for op in g.ops]
+    assert kinds == ["conv", "conv", "dwconv", "conv", "add", "conv", "dwconv", "conv",
+                     "conv", "dwconv", "conv", "add", "avgpool", "linear"]
+    assert g.ops[4].inputs == ["conv0", "b1.project"]            # residual: block input + project
+    assert g.tensors["b1.dw"].shape == (12, 12, 16) and g.ops[2].kernel == 5 and g.ops[2].padding == 2
+    assert g.tensors["b2.dw"].shape == (6, 6, 24)
+    conv = g.ops[1]
+    assert conv.weight.dtype == np.int8 and conv.weight.shape == (16, 1, 1, 8)   # [OC, K, K, C]
+    assert conv.bias.dtype == np.int32 and np.abs(conv.weight).max() == 127      # per-channel symmetric
+    assert g.output == "fc" and g.tensors["fc"].shape == (10,)
+
+
+def test_int8_reference_tracks_the_float_model(small_graph):
+    model, g = small_graph
+    x = torch.rand(8, 1, 24, 24)
+    want = model(x).detach().numpy()
+    out = g.tensors[g.output]
+    for i in range(len(x)):
+        q = tinyml.run_reference(g, tinyml.quantize_input(g, x[i]))[g.output]
+        got = (q.astype(np.float64) - out.zero_point) * out.scale
+        assert np.abs(got - want[i]).max() < 0.1 * np.abs(want).max()
+
+
+def test_c_ops_match_the_reference():
+    lib = compile_c(tinyml.kernel_source(), name="tinyml_ops_test", flags=("-O2", "-shared", "-fPIC"))
+    g = tinyml.toy_graph({"a": (3, 5, 7), "b": (3, 5, 7), "y": (3, 5, 7), "p": (7,)},
+                         [("add", ["a", "b"], "y"), ("avgpool", ["y"], "p")])
+    for name, t in g.tensors.items():
+        t.scale, t.zero_point = {"a": (0.05, -3), "b": (0.02, 10), "y": (0.04, -7), "p": (0.05, 0)}[name]
+    add, pool = g.ops
+    add.multiplier, add.shift = tinyml._multiplier([0.05 / 0.04, 0.02 / 0.04])
+    pool.multiplier, pool.shift = tinyml._multiplier([0.04 / (15 * 0.05)])
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(-128, 128, (3, 5, 7)).astype(np.int8) for _ in range(2))
+    y, p = np.zeros((3, 5, 7), np.int8), np.zeros(7, np.int8)
+    P, I = ctypes.c_void_p, ctypes.c_int
+    lib.add_int8.argtypes = [P, P, P] + [I] * 4 + [P, P, I, I]
+    lib.avgpool_int8.argtypes = [P, P] + [I] * 8
+    lib.add_int8(ptr(a, "int8", name="a"), ptr(b, "int8", name="b"), ptr(y, "int8", name="y", writable=True), y.size,
+                 -3, 10, -7, ptr(add.multiplier, "int32", name="m"), ptr(add.shift, "int32", name="s"), -128, 127)
+    np.testing.assert_array_equal(y, tinyml.run_op(g, add, [a, b]))
+    lib.avgpool_int8(ptr(y, "int8", name="y"), ptr(p, "int8", name="p", writable=True), 15, 7, -7, 0,
+                     int(pool.multiplier[0]), int(pool.shift[0]), -128, 127)
+    np.testing.assert_array_equal(p, tinyml.run_op(g, pool, [y]))
+    mean = ((y.astype(np.float64) + 7) * 0.04).mean(axis=(0, 1))
+    assert np.abs(p.astype(np.float64) * 0.05 - mean).max() <= 0.03
+
+
+def test_compile_model_runs_model_run(small_graph):
+    _, g = small_graph
+    # A stand-in "generated" program: logits = the first 10 input bytes.
+    src = tinyml.kernel_source() + "#include <string.h>\nvoid model_run(const int8_t *input, int8_t *output) " \
+                                   "{ memcpy(output, input, 10); }\n"
+    cm = tinyml.compile_model(src, g, name="tinyml_stub")
+    x = np.arange(24 * 24, dtype=np.int64).astype(np.int8).reshape(24, 24, 1)
+    np.testing.assert_array_equal(cm(x), x.reshape(-1)[:10])
+    assert cm.latency(x, repeats=3) > 0
+    with pytest.raises(ValueError, match="model_run"):
+        tinyml.compile_model("int main(void) { return 0; }", g)
+
+
+def test_errors_say_what_to_fix(small_graph):
+    _, g = small_graph
+    with pytest.raises(ValueError, match=r"int8 of shape \(24, 24, 1\)"):
+        tinyml.run_reference(g, np.zeros((24, 24, 1), np.float32))
+    with pytest.raises(ValueError, match="MaxPool2d"):
+        tinyml.quantize_model(nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2)), torch.rand(2, 1, 8, 8))
+    with pytest.raises(ValueError, match="op kind 'pool'"):
+        tinyml.toy_graph({"x": (2, 2, 1), "y": (1,)}, [("pool", ["x"], "y")])
+
+
+def test_toy_graph_and_c_array():
+    g = tinyml.toy_graph({"x": (8, 8, 4), "e": (8, 8, 8), "d": (4, 4, 8)},
+                         [("conv", ["x"], "e"), ("dwconv", ["e"], "d", 3, 2, 1)])
+    assert (g.input, g.output) == ("x", "d")
+    assert (g.ops[1].kernel, g.ops[1].stride, g.ops[1].padding) == (3, 2, 1)
+    assert g.macs(g.ops[0]) == 8 * 8 * 8 * 4 and g.macs(g.ops[1]) == 4 * 4 * 8 * 9
+    assert g.consumers("e") == [1]
+    assert tinyml.c_array("w", np.array([[1, -2], [3, 4]]), "int32_t") == \
+        "static const int32_t w[4] = {1,-2,3,4};\n"

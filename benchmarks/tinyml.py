@@ -1,0 +1,89 @@
+"""TinyML track benchmark: QUICK runtimes of labs 04 (NAS) and 05 (TinyEngine
+deployment) and the target figures they print.
+
+    python benchmarks/tinyml.py [--labs lab04_nas lab05_tinyengine] [--json]
+
+Each solution notebook is executed with papermill in QUICK mode; the labs
+record their figures with ``helpers.tinyml.record_metric`` into the file named
+by ``EFFML_METRICS_FILE``, which this script sets. With ``--json`` the last
+line is a JSON object with ``runtime_s`` (lab -> seconds), ``peak_sram_reduction``
+(layer-by-layer peak / patch-based + in-place peak), ``codegen_bit_exact``,
+``evo_vs_random_acc_gain`` (points of predicted accuracy, evolution minus
+random search at equal evaluations), ``evo_vs_random_test_acc_gain`` (the same
+in measured test accuracy), ``predictor_spearman`` and ``plan_fits_budget``.
+The machine may be shared: the load average is printed with the runtimes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LABS = ("lab04_nas", "lab05_tinyengine")
+TARGETS = {  # figure -> (target, how to read it)
+    "predictor_spearman": (0.5, ">="),
+    "evo_vs_random_acc_gain": (0.0, ">"),
+    "peak_sram_reduction": (3.0, ">="),
+    "codegen_bit_exact": (True, "=="),
+    "plan_fits_budget": (True, "=="),
+}
+
+
+def run_lab(lab: str, metrics_file: Path, out_dir: Path) -> float:
+    """Execute the solution notebook of ``lab`` in QUICK mode; wall seconds."""
+    import papermill
+
+    src = ROOT / "solutions" / lab / f"{lab}.ipynb"
+    env = {"EFFML_QUICK": "1", "EFFML_METRICS_FILE": str(metrics_file), "MPLBACKEND": "Agg"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(src), str(out_dir / f"{lab}.ipynb"), parameters={"QUICK": True, "SEED": 0},
+                                   cwd=str(ROOT), progress_bar=False, log_output=False)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labs", nargs="+", default=list(LABS), choices=LABS)
+    parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    args = parser.parse_args(argv)
+
+    results: dict = {"runtime_s": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        metrics_file = Path(tmp) / "metrics.jsonl"
+        for lab in args.labs:
+            print(f"running {lab} (QUICK) ...", flush=True)
+            results["runtime_s"][lab] = round(run_lab(lab, metrics_file, Path(tmp)), 1)
+        if metrics_file.exists():
+            for line in metrics_file.read_text().splitlines():
+                results.update(json.loads(line))
+
+    print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    for lab, secs in results["runtime_s"].items():
+        print(f"{lab:<20} {secs:>7.1f} s (QUICK)")
+    for name, (target, how) in TARGETS.items():
+        if name in results:
+            value = results[name]
+            ok = {">=": lambda: value >= target, ">": lambda: value > target, "==": lambda: value == target}[how]()
+            shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+            print(f"{name:<28} {shown:>8}   target {how} {target}: {'met' if ok else 'MISSED'}")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
