@@ -152,6 +152,11 @@ class _PortTaken(Exception):
     """Another process took the rendezvous port between free_port() and the bind."""
 
 
+def _port_in_use(traceback_text: str) -> bool:
+    text = traceback_text.lower()
+    return "eaddrinuse" in text or "address already in use" in text
+
+
 def _kill(procs) -> None:
     for p in procs:
         if p.exitcode is None:
@@ -228,8 +233,7 @@ def _launch_once(fn, world_size, args, kwargs, timeout, backend, port) -> list:
         failed = [r for r, p in enumerate(procs) if p.exitcode != 0]
         if failed:
             errors = sorted((*_read_error(tmpdir, r, procs[r].exitcode), r) for r in failed)
-            if any(phase == "init" and "EADDRINUSE" in tb.upper().replace("ADDRESS ALREADY IN USE", "EADDRINUSE")
-                   for _, phase, tb, _ in errors):
+            if any(phase == "init" and _port_in_use(tb) for _, phase, tb, _ in errors):
                 raise _PortTaken()
             _, _, tb, first = errors[0]
             others = ""
@@ -267,7 +271,8 @@ def make_mlp(sizes: list[int], seed: int = 0) -> nn.Sequential:
 
 
 class _SleepBackward(torch.autograd.Function):
-    """Identity whose backward sleeps; the end of the stage's forward."""
+    """Identity at the end of the stage; its backward sleeps the stage's
+    backward time and opens the busy interval that _MarkBackwardEnd closes."""
 
     @staticmethod
     def forward(ctx, x, seconds, stage):
