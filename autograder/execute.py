@@ -39,6 +39,16 @@ class ExecResult:
         return "; ".join(self.reasons)
 
 
+# Executions in flight (child pids), so an interrupted batch can stop them all:
+# children run in their own session and would not get the terminal's Ctrl-C.
+RUNNING: set[int] = set()
+
+
+def kill_all_running() -> None:
+    for pid in list(RUNNING):
+        kill_tree(pid)
+
+
 def kill_tree(pid: int) -> None:
     """Kill a process and all its descendants (the kernel runs in its own
     session, so killing a process group is not enough)."""
@@ -88,6 +98,7 @@ def execute(input_path: Path, output_path: Path, *, parameters: dict | None = No
     try:
         proc = subprocess.Popen(cmd, cwd=str(cwd), env=child_env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        RUNNING.add(proc.pid)
         try:
             proc.wait(timeout=notebook_timeout)
             timed_out = False
@@ -96,6 +107,7 @@ def execute(input_path: Path, output_path: Path, *, parameters: dict | None = No
         finally:
             kill_tree(proc.pid)
             proc.wait()
+            RUNNING.discard(proc.pid)
     finally:
         if log_path:
             log.close()

@@ -25,9 +25,9 @@ from pathlib import Path
 import nbformat
 
 from .course import Course
-from .execute import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, execute
+from .execute import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, execute, kill_all_running
 from .release import ensure_in_gradebook
-from .scoring import score_cells, totals
+from .scoring import score_cells
 from .submissions import Submission
 
 log = logging.getLogger("effml.grade")
@@ -328,20 +328,32 @@ def grade(course: Course, subs: list[Submission], options: GradeOptions | None =
 
     with _executor(options) as pool:
         futures = {pool.submit(run, item): item for item in pending}
-        for fut in as_completed(futures):
-            sub, _, base = futures[fut]
-            try:
-                result = _finalize(course, sub, base, fut.result())
-            except Exception as exc:  # noqa: BLE001 - one bad submission never stops a batch
-                log.exception("grading %s/%s failed", sub.student, sub.lab)
-                _zero_grades(course, sub)
-                base.status, base.reasons = "failed", base.reasons + [f"the grader failed: {exc}"]
-                _finish_totals(course, base)
-                result = base
-            _save_result(course, result)
-            results.append(result)
-            if progress:
-                progress(result)
+        try:
+            _collect(course, futures, results, progress)
+        except BaseException:
+            # Ctrl-C or a kill: stop what runs; finished grades are saved, a re-run does the rest.
+            for fut in futures:
+                fut.cancel()
+            kill_all_running()
+            raise
     order = {(s.student, s.lab): i for i, s in enumerate(todo)}
     results.sort(key=lambda r: order.get((r.student, r.lab), 0))
     return results
+
+
+def _collect(course: Course, futures: dict, results: list, progress) -> None:
+    """Main thread: finalize each execution as it completes (the only gradebook writer)."""
+    for fut in as_completed(futures):
+        sub, _, base = futures[fut]
+        try:
+            result = _finalize(course, sub, base, fut.result())
+        except Exception as exc:  # noqa: BLE001 - one bad submission never stops a batch
+            log.exception("grading %s/%s failed", sub.student, sub.lab)
+            _zero_grades(course, sub)
+            base.status, base.reasons = "failed", base.reasons + [f"the grader failed: {exc}"]
+            _finish_totals(course, base)
+            result = base
+        _save_result(course, result)
+        results.append(result)
+        if progress:
+            progress(result)
