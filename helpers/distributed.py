@@ -94,7 +94,9 @@ def device() -> torch.device:
 
 def _die_with_parent() -> None:
     # Linux only: SIGKILL this rank if the notebook kernel dies, so no rank
-    # is ever left waiting in a collective after its launcher has gone.
+    # is ever left waiting in a collective after its launcher has gone. (The
+    # signal follows the *thread* that forked: launch from a long-lived one,
+    # as a notebook's cells are.)
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL("libc.so.6", use_errno=True)
