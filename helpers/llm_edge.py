@@ -206,14 +206,16 @@ def run_kernel(fn: Callable, p: GemvProblem, num_threads: int = 1) -> np.ndarray
     return y
 
 
-def _thread_schedstats() -> dict[str, tuple[int, int]] | None:
+def _thread_schedstats(tids: Sequence[str] | None = None) -> dict[str, tuple[int, int]] | None:
     """``{thread id: (ns on a CPU, ns waiting for a CPU)}`` of this process's
-    live threads (Linux ``/proc/self/task/*/schedstat``), None elsewhere."""
+    threads ``tids`` (default: all live ones), from Linux's
+    ``/proc/self/task/*/schedstat``; None where that does not exist."""
     import os
-    try:
-        tids = os.listdir("/proc/self/task")
-    except OSError:
-        return None
+    if tids is None:
+        try:
+            tids = os.listdir("/proc/self/task")
+        except OSError:
+            return None
     out = {}
     for tid in tids:
         try:
@@ -225,28 +227,47 @@ def _thread_schedstats() -> dict[str, tuple[int, int]] | None:
     return out
 
 
-def _parallel_call_seconds(fn: Callable, args: tuple, threads: int, calls: int) -> float:
+def _kernel_threads(fn: Callable, args: tuple, threads: int, calls: int) -> list[str] | None:
+    """The threads that run a multithreaded kernel: those that used a CPU
+    during ``calls`` calls (the caller and, e.g., OpenMP's workers), not the
+    process's other threads, whose waits must not count as the kernel's."""
+    before = _thread_schedstats()
+    for _ in range(calls):
+        fn(*args, threads)
+    after = _thread_schedstats()
+    if not before or not after:
+        return None
+    used = {t: after[t][0] - before[t][0] for t in after if t in before}
+    most = max(used.values(), default=0)
+    return [t for t, ns in used.items() if ns > 0.1 * most] or None
+
+
+def _parallel_call_seconds(fn: Callable, args: tuple, threads: int, calls: int,
+                           tids: list[str] | None) -> float:
     """Seconds per call of ``calls`` multithreaded calls in a row, not counting
-    the time their threads waited for a CPU that another process held.
+    the time the kernel's threads ``tids`` waited for a CPU that another
+    process held.
 
     Two figures, the smaller one is returned: the wall time; and the wall
     time around the calls and the two reads of the threads' scheduler
-    statistics, less the longest time one thread sat runnable without a CPU,
-    but never less than the CPU time of the busiest thread (the calls cannot
-    end before it is done). Threads that exit within the calls are not seen,
-    which only leaves their waits counted.
+    statistics, less the longest time one of the threads sat runnable
+    without a CPU, but never less than the CPU time of the busiest thread
+    (the calls cannot end before it is done). A thread blocked on a lock
+    sleeps, it does not wait for a CPU; threads that exit within the calls
+    are not seen, which only leaves their waits counted.
     """
     t_outer = time.perf_counter()
-    before = _thread_schedstats()
+    before = _thread_schedstats(tids) if tids else None
     t0 = time.perf_counter()
     for _ in range(calls):
         fn(*args, threads)
     wall = time.perf_counter() - t0
-    after = _thread_schedstats()
+    after = _thread_schedstats(tids) if tids else None
     outer = time.perf_counter() - t_outer
-    if not before or not after:
+    deltas = [(after[t][0] - before[t][0], after[t][1] - before[t][1]) for t in after if t in before] \
+        if before and after else []
+    if not deltas:
         return wall / calls
-    deltas = [(after[t][0] - before[t][0], after[t][1] - before[t][1]) for t in after if t in before]
     busiest = max(d[0] for d in deltas) / 1e9
     waited = max(d[1] for d in deltas) / 1e9
     return min(wall, max(busiest, outer - waited)) / calls
@@ -272,12 +293,13 @@ def time_kernels(kernels: dict[str, tuple[Callable, int]], p: GemvProblem, *, mi
     y = np.empty(p.n, dtype=np.float32)
     args = (p.codes.ctypes.data, p.scales.ctypes.data, p.xq.ctypes.data, p.xs.ctypes.data, y.ctypes.data, p.n, p.k)
     best = {name: float("inf") for name in kernels}
-    batch = {}  # calls per timing of a multithreaded kernel: >= 2 ms, so reading the statistics is negligible
+    batch, tids = {}, {}  # per multithreaded kernel: calls per timing (>= 2 ms), its threads
     for name, (fn, threads) in kernels.items():
         if threads != 1:
             t0 = time.perf_counter()
             fn(*args, threads)
             batch[name] = max(1, min(100, int(2e-3 / max(time.perf_counter() - t0, 1e-6))))
+            tids[name] = _kernel_threads(fn, args, threads, batch[name])
     start, rounds = time.perf_counter(), 0
     while rounds < min_repeats or (time.perf_counter() - start < budget_s and rounds < 10_000
                                    and not (until and until(best))):
@@ -287,7 +309,7 @@ def time_kernels(kernels: dict[str, tuple[Callable, int]], p: GemvProblem, *, mi
                 fn(*args, threads)
                 seconds = time.process_time() - t0
             else:
-                seconds = _parallel_call_seconds(fn, args, threads, batch[name])
+                seconds = _parallel_call_seconds(fn, args, threads, batch[name], tids[name])
             best[name] = min(best[name], seconds)
         rounds += 1
     return best
