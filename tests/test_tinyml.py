@@ -7,13 +7,15 @@ import hashlib
 import json
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from helpers import ofa, profile
+from helpers import ofa, profile, tinyml
+from helpers.kernels.cjit import compile_c, ptr
+from helpers.kernels.int8 import quantize_multiplier
 from helpers.models import DATASETS_DIR
-from helpers.tinyml import record_metric
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -112,20 +114,15 @@ def test_shipped_supernet_accuracy_range():
 
 def test_record_metric(tmp_path, monkeypatch):
     monkeypatch.delenv("EFFML_METRICS_FILE", raising=False)
-    record_metric("ignored", 1.0)                     # no file, no error
+    tinyml.record_metric("ignored", 1.0)                     # no file, no error
     path = tmp_path / "m.jsonl"
     monkeypatch.setenv("EFFML_METRICS_FILE", str(path))
-    record_metric("a", 1.5)
-    record_metric("b", True)
+    tinyml.record_metric("a", 1.5)
+    tinyml.record_metric("b", True)
     assert [json.loads(line) for line in path.read_text().splitlines()] == [{"a": 1.5}, {"b": True}]
 
 
 # ---------------------------------------------------------------- lab 05: int8 deployment
-
-import numpy as np  # noqa: E402
-
-from helpers import tinyml  # noqa: E402
-from helpers.kernels.cjit import compile_c, ptr  # noqa: E402
 
 SMALL_BLOCKS = ((2, 8, 1, 5), (3, 12, 2), (2, 12, 1))
 
@@ -169,8 +166,8 @@ def test_c_ops_match_the_reference():
     for name, t in g.tensors.items():
         t.scale, t.zero_point = {"a": (0.05, -3), "b": (0.02, 10), "y": (0.04, -7), "p": (0.05, 0)}[name]
     add, pool = g.ops
-    add.multiplier, add.shift = tinyml._multiplier([0.05 / 0.04, 0.02 / 0.04])
-    pool.multiplier, pool.shift = tinyml._multiplier([0.04 / (15 * 0.05)])
+    add.multiplier, add.shift = quantize_multiplier([0.05 / 0.04, 0.02 / 0.04])
+    pool.multiplier, pool.shift = quantize_multiplier([0.04 / (15 * 0.05)])
     rng = np.random.default_rng(0)
     a, b = (rng.integers(-128, 128, (3, 5, 7)).astype(np.int8) for _ in range(2))
     y, p = np.zeros((3, 5, 7), np.int8), np.zeros(7, np.int8)
