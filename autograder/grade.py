@@ -139,7 +139,7 @@ def sanitize(course: Course, sub: Submission, nb) -> tuple[object, list[str]]:
     present = [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells if is_grade(c)]
     dupes = sorted({g for g in present if present.count(g) > 1})
     if dupes:
-        reasons.append("duplicated cell ids " + ", ".join(dupes) + " (only the first copy is graded)")
+        reasons.append("duplicated cell ids " + ", ".join(dupes) + " (one copy is graded)")
     missing = [g for g in grade_ids if g not in present]
     if missing:
         reasons.append("deleted graded cells " + ", ".join(missing) + " (restored from the release)")
@@ -154,6 +154,9 @@ def sanitize(course: Course, sub: Submission, nb) -> tuple[object, list[str]]:
                OverwriteCells(add_missing_cells=True), CheckCellMetadata()):
         pp.log.setLevel(logging.ERROR)
         nb, resources = pp.preprocess(nb, resources)
+        for cell in nb.cells:  # DeduplicateIds leaves `nbgrader: {}` on the copies it drops
+            if cell.metadata.get("nbgrader") == {}:
+                del cell.metadata["nbgrader"]
     return nb, reasons
 
 

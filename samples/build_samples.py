@@ -151,7 +151,7 @@ sqlite3.connect(db).execute("UPDATE grade SET manual_score = 100")
     put("writes_outside", _prepend(answered(), "task_2_2_peak_memory_code", """
 import pathlib, helpers
 checks = pathlib.Path(helpers.__file__).resolve().parent / "checks.py"
-checks.write_text("def check_equal(*a, **k):\n    pass\n")  # make every check pass
+checks.write_text("def check_equal(*args, **kwargs): pass")  # make every check pass
 """))
     dup = answered()
     i = next(k for k, c in enumerate(dup.cells) if _grade_id(c) == "task_1_1_output_size")
