@@ -104,6 +104,19 @@ def bwrap_works() -> bool:
     return out.returncode == 0 and out.stdout.strip() == "ok"
 
 
+def _reap_stale_cgroups() -> None:
+    """Remove the empty cgroups of grading processes that were killed before cleaning up."""
+    if not os.access(PIDS_CGROUP, os.W_OK):
+        return
+    for group in PIDS_CGROUP.glob("effml-*-*"):
+        owner = group.name.rsplit("-", 1)[-1]
+        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+            try:
+                group.rmdir()
+            except OSError:
+                pass
+
+
 def make_sandbox(kind: str, course, extra_hide: list[Path] | None = None) -> Sandbox | None:
     """``auto``: bubblewrap where it works, else resource limits with a
     warning; ``none``: run on the host (trusted notebooks only)."""
