@@ -325,19 +325,24 @@ def bench_problem(seed: int = 0, n: int = 4096) -> GemvProblem:
 
 
 def check_kernel(fn: Callable, *, task: str, shapes: Sequence[tuple[int, int]], seed: int = 0,
-                 num_threads: int = 1, repeats: int = 1) -> None:
+                 num_threads: int = 1, repeats: int = 1, build: str = "") -> None:
     """Check a kernel against the exact W4A8 sums on random problems of the
     given ``(n, k)`` shapes, ``repeats`` times each (a data race shows up as
-    results that change from run to run); the message says what looks wrong."""
+    results that change from run to run); the message says what looks wrong.
+    ``build`` names an unusual build in the messages (e.g. "built without AVX2")."""
     from .checks import check_close
     for i, (n, k) in enumerate(shapes):
         p = gemv_problem(n, k, seed + i)
         first = None
         for r in range(repeats):
             y = run_kernel(fn, p, num_threads)
-            where = f"n={n}, k={k}, num_threads={num_threads}"
+            where = f"n={n}, k={k}, num_threads={num_threads}" + (f", {build}" if build else "")
             missing = np.flatnonzero(np.isnan(y))
-            if missing.size and not np.isnan(p.y_ref).any():
+            if missing.size == n:
+                raise CheckError(
+                    f"Task {task}: with {where} the kernel wrote no element of y. Does every path of its "
+                    "#if / #elif / #else compute y (the scalar fallback too)?")
+            if missing.size:
                 rows = ", ".join(map(str, missing[:8])) + (" ..." if missing.size > 8 else "")
                 raise CheckError(
                     f"Task {task}: with {where} the kernel never wrote y[{rows}] ({missing.size} of {n} rows). "

@@ -139,6 +139,14 @@ def test_check_kernel_accepts_the_reference_and_names_missing_rows():
         check_kernel(fn, task="1.1", shapes=[(67, 96)])
 
 
+def test_check_kernel_names_a_build_that_computes_nothing():
+    fn = compile_kernel("#include <stdint.h>\nvoid gemv_int4_simd(const uint8_t *c, const float *s, const int8_t *xq,"
+                        " const float *xs, float *y, int n, int k, int t) {}\n", "simd")
+    with pytest.raises(CheckError, match=r"Task 1\.3: with n=8, k=64, num_threads=1, built without AVX2 the kernel "
+                                         r"wrote no element of y"):
+        check_kernel(fn, task="1.3", shapes=[(8, 64)], build="built without AVX2")
+
+
 def test_check_kernel_catches_a_wrong_zero_point():
     fn = compile_kernel(TAIL_DROPPED.replace("- 8)", "- 7)"), "unroll")
     with pytest.raises(CheckError, match=r"Task 1\.1: `y \(n=64, k=96, num_threads=1\)` differs"):
