@@ -27,9 +27,10 @@ demo: venv
 	$(BIN)/effml demo
 
 # The whole suite: helpers, kernels, autograder end to end, and every lab
-# (solution once via nbval in QUICK mode, blank release, staleness).
+# (solution once via nbval in QUICK mode, blank release, staleness). Two
+# processes; --dist loadfile keeps each notebook's cells together.
 test: venv
-	$(BIN)/python -m pytest tests solutions -q
+	$(BIN)/python -m pytest tests solutions -q -n 2 --dist loadfile
 
 test-fast: venv
 	$(BIN)/python -m pytest tests -q -m "not notebook"

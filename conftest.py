@@ -20,7 +20,6 @@ import pytest
 os.environ.setdefault("EFFML_QUICK", "1")
 os.environ.setdefault("EFFML_SEED", "0")
 
-_RUNTIMES: dict[str, float] = {}
 
 
 def pytest_configure(config):
@@ -66,7 +65,9 @@ class LabChecks(pytest.Item):
         from autograder.scoring import score_cells
 
         nbfile = self.parent
-        _RUNTIMES[nbfile.path.parent.name] = time.monotonic() - (nbfile.started or time.monotonic())
+        # Reported in the terminal summary; user_properties travel back from xdist workers.
+        self.user_properties.append(("quick_runtime_s", (nbfile.path.parent.name,
+                                                         time.monotonic() - (nbfile.started or time.monotonic()))))
         nb = nbformat.read(str(nbfile.path), as_version=4)
         code_cells = [c for c in nb.cells if c.cell_type == "code"]
         problems = []
@@ -94,7 +95,13 @@ class LabChecks(pytest.Item):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _RUNTIMES:
-        terminalreporter.write_sep("-", "QUICK-mode solution runtimes (nbval)")
-        for lab, secs in sorted(_RUNTIMES.items()):
+    runtimes = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for key, value in getattr(report, "user_properties", []):
+                if key == "quick_runtime_s":
+                    runtimes[value[0]] = value[1]
+    if runtimes:
+        terminalreporter.write_sep("-", "QUICK-mode solution runtimes (nbval, one execution each)")
+        for lab, secs in sorted(runtimes.items()):
             terminalreporter.write_line(f"{lab}: {secs:.1f} s")
