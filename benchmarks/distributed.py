@@ -26,32 +26,20 @@ import argparse
 import json
 import os
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _labrun import printed_json, run_solution  # noqa: E402
+
 NOTEBOOK = ROOT / "solutions" / "lab09_distributed" / "lab09_distributed.ipynb"
 MARKER = "FIGURES "
 
 
 def run_notebook(quick: bool, timeout: int) -> tuple[dict, float]:
-    import nbformat
-    import papermill as pm
-
-    with tempfile.TemporaryDirectory(prefix="effml_bench09_") as tmp:
-        out = Path(tmp) / "lab09_out.ipynb"
-        start = time.perf_counter()
-        pm.execute_notebook(str(NOTEBOOK), str(out), parameters={"QUICK": quick}, cwd=str(ROOT),
-                            execution_timeout=timeout, progress_bar=False)
-        runtime = time.perf_counter() - start
-        nb = nbformat.read(out, as_version=4)
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            for line in output.get("text", "").splitlines():
-                if line.startswith(MARKER):
-                    return json.loads(line[len(MARKER):]), runtime
-    raise RuntimeError(f"the executed {NOTEBOOK.name} printed no '{MARKER}' line; did its last cell run?")
+    nb, runtime = run_solution("lab09_distributed", quick=quick, cell_timeout=timeout)
+    return printed_json(nb, MARKER), runtime
 
 
 def main(argv=None) -> int:

@@ -22,33 +22,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _labrun import printed_json, run_solution  # noqa: E402
+
 NOTEBOOK = ROOT / "solutions" / "lab10_qml" / "lab10_qml.ipynb"
 MARKER = "LAB10_RESULTS "
 TARGETS = {"zne_error_reduction": 3.0, "rem_tvd_reduction": 10.0}
 
 
 def run_notebook(quick: bool, timeout: int) -> tuple[dict, float]:
-    import nbformat
-    import papermill as pm
-
-    with tempfile.TemporaryDirectory(prefix="effml_bench10_") as tmp:
-        out = Path(tmp) / "lab10_out.ipynb"
-        start = time.perf_counter()
-        pm.execute_notebook(str(NOTEBOOK), str(out), parameters={"QUICK": quick}, cwd=str(NOTEBOOK.parent),
-                            execution_timeout=timeout, progress_bar=False)
-        runtime = time.perf_counter() - start
-        nb = nbformat.read(out, as_version=4)
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            for line in output.get("text", "").splitlines():
-                if line.startswith(MARKER):
-                    return json.loads(line[len(MARKER):]), runtime
-    raise RuntimeError(f"the executed {NOTEBOOK.name} printed no '{MARKER}' line; did its last cell run?")
+    nb, runtime = run_solution("lab10_qml", quick=quick, cell_timeout=timeout)
+    return printed_json(nb, MARKER), runtime
 
 
 def main(argv=None) -> int:

@@ -20,10 +20,13 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _labrun import run_solution  # noqa: E402
+
 LABS = ("lab04_nas", "lab05_tinyengine")
 TARGETS = {  # figure -> (target, how to read it)
     "predictor_spearman": (0.5, ">="),
@@ -34,25 +37,10 @@ TARGETS = {  # figure -> (target, how to read it)
 }
 
 
-def run_lab(lab: str, metrics_file: Path, out_dir: Path) -> float:
+def run_lab(lab: str, metrics_file: Path) -> float:
     """Execute the solution notebook of ``lab`` in QUICK mode; wall seconds."""
-    import papermill
-
-    src = ROOT / "solutions" / lab / f"{lab}.ipynb"
-    env = {"EFFML_QUICK": "1", "EFFML_METRICS_FILE": str(metrics_file), "MPLBACKEND": "Agg"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    start = time.perf_counter()
-    try:
-        papermill.execute_notebook(str(src), str(out_dir / f"{lab}.ipynb"), parameters={"QUICK": True, "SEED": 0},
-                                   cwd=str(ROOT), progress_bar=False, log_output=False)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return time.perf_counter() - start
+    _, seconds = run_solution(lab, env={"EFFML_METRICS_FILE": str(metrics_file)})
+    return seconds
 
 
 def main(argv=None) -> int:
@@ -66,7 +54,7 @@ def main(argv=None) -> int:
         metrics_file = Path(tmp) / "metrics.jsonl"
         for lab in args.labs:
             print(f"running {lab} (QUICK) ...", flush=True)
-            results["runtime_s"][lab] = round(run_lab(lab, metrics_file, Path(tmp)), 1)
+            results["runtime_s"][lab] = round(run_lab(lab, metrics_file), 1)
         if metrics_file.exists():
             for line in metrics_file.read_text().splitlines():
                 results.update(json.loads(line))
