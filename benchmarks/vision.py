@@ -1,7 +1,7 @@
 """Runtime and target figures of the vision compression labs (01-03).
 
-Executes each solution notebook with papermill (QUICK mode by default, full
-mode with ``--full``), times it, and reads back the figures the notebooks
+Executes each solution notebook the way the grader does (``_labrun``; QUICK
+mode by default, full mode with ``--full``), times it, and reads back the figures the notebooks
 record with ``helpers.compression.record_metric`` (through ``$EFFML_METRICS``).
 
     python benchmarks/vision.py            # QUICK, human-readable table
@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _labrun import run_solution  # noqa: E402  (also puts the repository on sys.path)
+from helpers.compression import METRICS_ENV  # noqa: E402
+
 LABS = ("lab01_pruning", "lab02_quantization", "lab03_qat_kd")
 # The figures the issue's targets name, with the bound each must meet.
 TARGETS = {
@@ -30,27 +32,11 @@ TARGETS = {
 }
 
 
-def run_lab(lab: str, quick: bool, seed: int = 0) -> tuple[float, dict]:
+def run_lab(lab: str, quick: bool) -> tuple[float, dict]:
     """Execute one solution notebook; return (seconds, recorded metrics)."""
-    import papermill
-
-    src = ROOT / "solutions" / lab / f"{lab}.ipynb"
     with tempfile.TemporaryDirectory() as tmp:
         metrics = Path(tmp) / "metrics.json"
-        env = {"EFFML_METRICS": str(metrics), "EFFML_QUICK": "1" if quick else "0", "EFFML_SEED": str(seed)}
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)  # the kernel inherits this environment
-        try:
-            start = time.perf_counter()
-            papermill.execute_notebook(str(src), str(Path(tmp) / f"{lab}.ipynb"), parameters={"QUICK": quick, "SEED": seed},
-                                       cwd=str(ROOT), progress_bar=False, kernel_name="python3")
-            seconds = time.perf_counter() - start
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        _, seconds = run_solution(lab, quick=quick, env={METRICS_ENV: str(metrics)})
         return seconds, json.loads(metrics.read_text()) if metrics.exists() else {}
 
 
