@@ -26,7 +26,7 @@ def pytest_configure(config):
     if hasattr(config.option, "nbval_current_env"):
         # Run notebooks in this environment's kernel, not whatever `python3` kernelspec is installed.
         config.option.nbval_current_env = True
-        config.option.nbval_cell_timeout = int(os.environ.get("EFFML_CELL_TIMEOUT", "600"))
+        config.option.nbval_cell_timeout = int(os.environ.get("EFFML_CELL_TIMEOUT", "1800"))
 
 
 def pytest_collect_file(file_path, parent):

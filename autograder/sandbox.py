@@ -40,6 +40,7 @@ class Limits:
 class Sandbox:
     kind: str                          # bwrap | rlimits
     hide: list[Path] = field(default_factory=list)
+    keep: list[Path] = field(default_factory=list)  # read-only paths the child needs (course, venv)
     limits: Limits = field(default_factory=Limits)
 
     def limit_prefix(self) -> list[str]:
@@ -73,6 +74,10 @@ class Sandbox:
         if self.kind == "rlimits":
             return enter + self.limit_prefix() + cmd
         args = enter + ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+        # The private /tmp must not hide the course or its interpreter (a CI clone often lives in /tmp).
+        for path in sorted({Path(p).resolve() for p in self.keep}):
+            if path.is_relative_to("/tmp"):
+                args += ["--ro-bind", str(path), str(path)]
         for path in self.hide:
             if path.exists():
                 args += ["--tmpfs", str(path.resolve())]
@@ -96,11 +101,15 @@ def bwrap_works() -> bool:
     """bubblewrap is installed and can create the namespaces we ask for here."""
     if not shutil.which("bwrap"):
         return False
-    probe = Sandbox("bwrap")([sys.executable, "-c", "print('ok')"], Path("/tmp"))
-    try:
-        out = subprocess.run(probe, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    import tempfile
+
+    keep = [Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent]
+    with tempfile.TemporaryDirectory() as work:
+        probe = Sandbox("bwrap", keep=keep)([sys.executable, "-c", "import autograder; print('ok')"], Path(work))
+        try:
+            out = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
     return out.returncode == 0 and out.stdout.strip() == "ok"
 
 
@@ -126,7 +135,7 @@ def make_sandbox(kind: str, course, extra_hide: list[Path] | None = None) -> San
     hide = [course.solutions, course.workdir, course.root / "grading", course.root / "samples"] + list(extra_hide or [])
     if kind in ("auto", "bwrap"):
         if bwrap_works():
-            return Sandbox("bwrap", hide)
+            return Sandbox("bwrap", hide, keep=[course.root, Path(sys.prefix), Path(sys.base_prefix)])
         if kind == "bwrap":
             raise SystemExit("bubblewrap is not usable here: install the Debian package `bubblewrap` "
                              "(`make venv` does), or pass --sandbox rlimits")
