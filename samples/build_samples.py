@@ -68,8 +68,9 @@ def samples() -> dict[str, bytes]:
     cell.source = "while True:  # stuck\n    pass\n\n" + cell.source
     put("dave_infinite_loop", looping)
 
+    # Erin's file is cut in half (not valid JSON); zipped, so the repository holds no broken .ipynb.
     text = nbformat.writes(answered())
-    files[f"erin_broken_json/{LAB}.ipynb"] = text[: len(text) // 2].encode()
+    files["erin_broken_json.zip"] = _zip(f"{LAB}.ipynb", text[: len(text) // 2])
 
     deleted = answered()
     deleted.cells = [c for c in deleted.cells if _grade_id(c) != "task_1_3_mac_count"]
@@ -81,12 +82,16 @@ def samples() -> dict[str, bytes]:
         "def conv2d_output_size(h, kernel, stride=1, padding=0, dilation=1):\n"
         "    return (h + 2 * padding - kernel) // stride + 1  # forgets dilation\n")
     _cell(tampered, "task_1_1_output_size").source = "pass  # tests removed\n"
+    files["grace_tampered.zip"] = _zip(f"submission/{LAB}.ipynb", nbformat.writes(tampered))
+    return files
+
+
+def _zip(name: str, text: str) -> bytes:
+    """A zip holding one file, byte-stable (fixed timestamp)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        info = zipfile.ZipInfo(f"submission/{LAB}.ipynb", date_time=(2026, 1, 1, 0, 0, 0))
-        zf.writestr(info, nbformat.writes(tampered))
-    files["grace_tampered.zip"] = buf.getvalue()
-    return files
+        zf.writestr(zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0)), text)
+    return buf.getvalue()
 
 
 # Adversarial submissions (issue 8): each is the full solution plus one attack.
