@@ -19,6 +19,13 @@ import pytest
 
 os.environ.setdefault("EFFML_QUICK", "1")
 os.environ.setdefault("EFFML_SEED", "0")
+# `-n 2` runs two workers (and their kernels) on CI's 2 cores: split the cores
+# between them before anything imports torch, or OpenMP oversubscription makes
+# every notebook 2x slower.
+from autograder.execute import thread_env  # noqa: E402
+
+for _var, _value in thread_env(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))).items():
+    os.environ.setdefault(_var, _value)
 
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import nbformat
 
 from .course import Course
-from .execute import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, execute, kill_all_running
+from .execute import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, execute, kill_all_running, thread_env
 from .release import ensure_in_gradebook
 from .scoring import score_cells
 from .submissions import Submission
@@ -319,6 +319,8 @@ def grade(course: Course, subs: list[Submission], options: GradeOptions | None =
         cell_timeout = options.cell_timeout or limits.get("cell_timeout", DEFAULT_CELL_TIMEOUT)
         nb_timeout = options.notebook_timeout or limits.get("notebook_timeout", DEFAULT_NOTEBOOK_TIMEOUT)
         env = {"EFFML_QUICK": "1" if options.quick else "0", "EFFML_SEED": str(options.seed)}
+        if not options.scheduler:  # a Dask worker's machine has its own cores
+            env.update(thread_env(options.workers))
         wrap = (lambda cmd: options.sandbox(cmd, path.parent)) if options.sandbox else None
         try:
             return execute(path, path.with_name(f"{sub.lab}.executed.ipynb"),

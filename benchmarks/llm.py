@@ -5,7 +5,7 @@ the figures they reach, plus SmolLM2 decode speed.
     python benchmarks/llm.py --full     # also the full-mode runs (about 45 minutes on 2 cores)
     python benchmarks/llm.py --json     # last line: one JSON object
 
-Each notebook is executed with papermill; it records its figures through
+Each notebook is executed by the grader's executor (``_labrun``); it records its figures through
 ``helpers.llm.record_metric`` into the file named by ``$EFFML_METRICS``. The
 perplexities and gap reported are those of the most complete run (full when
 ``--full``, QUICK otherwise). Decode speed comes from ``helpers.llm_edge``
@@ -29,20 +29,14 @@ PPL_KEYS = ("fp32", "rtn_w3", "rtn_w4", "keep1_activation_w3", "keep1_weight_w3"
 
 
 def run_lab(lab: str, quick: bool, timeout: int) -> tuple[float, dict]:
-    """Execute the solution notebook; returns (seconds, recorded metrics)."""
-    import papermill
+    """Execute the solution notebook the way the grader does; returns
+    (seconds, the metrics it recorded)."""
+    from _labrun import run_solution
 
     with tempfile.TemporaryDirectory() as tmp:
         metrics = Path(tmp) / "metrics.json"
-        os.environ["EFFML_METRICS"] = str(metrics)
-        os.environ["EFFML_QUICK"] = "1" if quick else "0"
-        start = time.perf_counter()
-        papermill.execute_notebook(str(ROOT / "solutions" / lab / f"{lab}.ipynb"), str(Path(tmp) / "out.ipynb"),
-                                   parameters={"QUICK": quick, "SEED": 0}, cwd=str(ROOT),
-                                   progress_bar=False, execution_timeout=timeout)
-        seconds = time.perf_counter() - start
+        _, seconds = run_solution(lab, quick=quick, cell_timeout=timeout, env={"EFFML_METRICS": str(metrics)})
         data = json.loads(metrics.read_text()) if metrics.exists() else {}
-    os.environ.pop("EFFML_METRICS", None)
     return seconds, data
 
 
@@ -64,7 +58,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="also run both labs in full mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
-    parser.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    parser.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))

@@ -62,3 +62,26 @@ def test_test_cells_with_errors_or_stderr_score_zero(tmp_path, output):
     path = _nb(tmp_path, "x = 1", output)
     res = execute(path, tmp_path / "out.ipynb", cell_timeout=60)
     assert score_cells(res.notebook)[0].score == 0
+
+
+def test_concurrent_executions_split_the_cores(monkeypatch):
+    from autograder.execute import THREAD_VARS, thread_env
+
+    for var in THREAD_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert thread_env(1)["OMP_NUM_THREADS"] == "8"
+    assert thread_env(3) == dict.fromkeys(THREAD_VARS, "2")
+    assert thread_env(16)["MKL_NUM_THREADS"] == "1"        # never zero
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")              # the user's choice wins
+    assert thread_env(4)["OMP_NUM_THREADS"] == "5"
+
+
+def test_the_kernel_sees_the_thread_budget(tmp_path):
+    path = _nb(tmp_path, "QUICK = False",
+               "import os, torch\nassert os.environ['OMP_NUM_THREADS'] == '1'\nassert torch.get_num_threads() == 1")
+    from autograder.execute import THREAD_VARS
+
+    res = execute(path, tmp_path / "out.ipynb", cell_timeout=120, env=dict.fromkeys(THREAD_VARS, "1"))
+    assert res.status == "ok", [o for c in res.notebook.cells for o in c.outputs]
+    assert score_cells(res.notebook)[0].score == 5
