@@ -38,7 +38,6 @@ def thread_env(concurrent: int) -> dict:
     return {var: os.environ.get(var, n) for var in THREAD_VARS}
 
 
-
 @dataclass
 class ExecResult:
     status: str                 # ok | errors | cell_timeout | notebook_timeout | kernel_died | failed

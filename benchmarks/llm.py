@@ -57,7 +57,7 @@ def decode_speed(n_tokens: int = 32) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--full", action="store_true", help="also run both labs in full mode")
+    parser.add_argument("--full", action="store_true", help="also run the labs in full mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
     parser.add_argument("--labs", nargs="+", choices=LABS, default=list(LABS), help="which labs to run")
     parser.add_argument("--timeout", type=int, default=3600, help="per-cell timeout in seconds")
