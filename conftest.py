@@ -28,7 +28,6 @@ for _var, _value in thread_env(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "
     os.environ.setdefault(_var, _value)
 
 
-
 def pytest_configure(config):
     if hasattr(config.option, "nbval_current_env"):
         # Run notebooks in this environment's kernel, not whatever `python3` kernelspec is installed.

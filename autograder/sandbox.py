@@ -97,13 +97,18 @@ class Sandbox:
 
 
 @functools.lru_cache(maxsize=1)
+def _interpreter_paths() -> list[Path]:
+    """The venv and the Python it was made from: the sandboxed child runs them."""
+    return [Path(sys.prefix), Path(sys.base_prefix)]
+
+
 def bwrap_works() -> bool:
     """bubblewrap is installed and can create the namespaces we ask for here."""
     if not shutil.which("bwrap"):
         return False
     import tempfile
 
-    keep = [Path(sys.prefix), Path(sys.base_prefix), Path(__file__).resolve().parent.parent]
+    keep = _interpreter_paths() + [Path(__file__).resolve().parent.parent]
     with tempfile.TemporaryDirectory() as work:
         probe = Sandbox("bwrap", keep=keep)([sys.executable, "-c", "import autograder; print('ok')"], Path(work))
         try:
@@ -135,7 +140,7 @@ def make_sandbox(kind: str, course, extra_hide: list[Path] | None = None) -> San
     hide = [course.solutions, course.workdir, course.root / "grading", course.root / "samples"] + list(extra_hide or [])
     if kind in ("auto", "bwrap"):
         if bwrap_works():
-            return Sandbox("bwrap", hide, keep=[course.root, Path(sys.prefix), Path(sys.base_prefix)])
+            return Sandbox("bwrap", hide, keep=[course.root] + _interpreter_paths())
         if kind == "bwrap":
             raise SystemExit("bubblewrap is not usable here: install the Debian package `bubblewrap` "
                              "(`make venv` does), or pass --sandbox rlimits")

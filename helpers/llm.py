@@ -26,6 +26,7 @@ __all__ = [
     "input_abs_mean",
     "block_output",
     "LayerGroup",
+    "block_linears",
     "llama_layer_groups",
     "capture_group_inputs",
     "tie_channels",
@@ -293,11 +294,17 @@ def decode_tokens_per_s(model: nn.Module, tokenizer, prompt: str = "To be, or no
 
 # ---------------------------------------------------------------- size accounting
 
+def block_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """name -> ``nn.Linear`` for every linear layer inside the decoder blocks
+    (what the labs quantize; embeddings, norms and the tied head are not)."""
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and ".layers." in f".{name}"}
+
+
 def linear_weight_params(model: nn.Module) -> int:
-    """Weights of the ``nn.Linear`` layers inside the decoder blocks (what the
-    labs quantize; embeddings, norms and the tied head are not counted)."""
-    return sum(m.weight.numel() for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and ".layers." in f".{name}")
+    """Weights of :func:`block_linears` (embeddings, norms and the tied head
+    are not counted)."""
+    return sum(m.weight.numel() for m in block_linears(model).values())
 
 
 def quantized_size_mib(model: nn.Module, w_bits: float | None, group_size: int = 128,

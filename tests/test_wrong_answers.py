@@ -24,11 +24,6 @@ from helpers.checks import CheckError
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_BLOCK_LINEARS = '''
-def block_linears(model):
-    return {name: m for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and ".layers." in f".{name}"}
-'''
 PREAMBLE = {
     "lab06_awq": '''
 import math, os, time
@@ -37,8 +32,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from helpers import llm
+from helpers.llm import block_linears
 GROUP, CLIP_TOKENS = 128, 512
-''' + _BLOCK_LINEARS + '''
 # task 8.1's test quantizes model.layers.0.mlp.down_proj: in_features a multiple of 128
 model = llm.tiny_llama(seed=0, hidden=128, intermediate=256, heads=4, kv_heads=2, layers=1)
 ''',
@@ -48,7 +43,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 from helpers import llm
-''' + _BLOCK_LINEARS,
+from helpers.llm import block_linears
+''',
 }
 
 # (lab, solution cell, fragment of its source, the mistake, test cell that must fail)
