@@ -3,7 +3,9 @@ JupyterLab's formgrader; `effml` builds the same layout in
 autograder/course.py)."""
 import os
 
+from autograder.course import NEVER_RELEASED
 from autograder.release import generate_assignment_preprocessors
+from autograder.sanitize import HTML_FILTERS
 
 c = get_config()  # noqa: F821 - provided by nbgrader
 
@@ -11,6 +13,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.environ.get("EFFML_WORKDIR", os.path.join(HERE, "grading"))
 
 c.CourseDirectory.root = HERE
+c.CourseDirectory.ignore = NEVER_RELEASED  # the trusted checks (grader.py) are never released
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "labs"
 # Working directories, all git-ignored under grading/.
@@ -21,3 +24,15 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(WORK, "gradebook.db")
 
 # Stubs name their task: raise NotImplementedError("Task 1.2").
 c.GenerateAssignment.preprocessors = generate_assignment_preprocessors()
+
+# Formgrader (and `nbgrader generate_feedback`) render student notebooks with
+# nbconvert's HTMLExporter, in nbgrader's templates, inside the instructor's
+# logged-in Jupyter page. What a student wrote or printed must not run there:
+# sanitize_html drops JavaScript and widget outputs and cleans HTML outputs;
+# nbgrader's templates render markdown cells without that cleaning, so the
+# markdown filter is replaced by one that cleans its HTML (no scripts, event
+# handlers, styles or javascript: links); untrusted_outputs keeps only output
+# mimetypes and metadata the templates render safely.
+c.HTMLExporter.sanitize_html = True
+c.HTMLExporter.filters = HTML_FILTERS
+c.HTMLExporter.preprocessors = ["autograder.sanitize.untrusted_outputs"]

@@ -5,10 +5,18 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from .course import Course
+from .course import Course, course_root_at, find_course_root
+from .sanitize import plain_text
+
+
+class UserError(Exception):
+    """A mistake in the command line: reported in one line, exit status 2."""
 
 
 def _parse_params(pairs) -> dict:
@@ -21,11 +29,21 @@ def _parse_params(pairs) -> dict:
     return params
 
 
+def _labs(args, course: Course) -> list[str]:
+    """The labs named on the command line (each checked), else all of them."""
+    return [course.check_lab(lab) for lab in args.labs] if args.labs else course.labs()
+
+
+def _lab(args, course: Course) -> str | None:
+    """``--lab``, checked against the course's labs."""
+    return course.check_lab(args.lab) if getattr(args, "lab", None) else None
+
+
 def cmd_release(args, course: Course) -> int:
     from .release import release
 
-    for lab in args.labs or course.labs():
-        path = release(course, course.check_lab(lab))
+    for lab in _labs(args, course):
+        path = release(course, lab)
         print(f"released {lab} -> {path.relative_to(course.root)}")
     return 0
 
@@ -33,7 +51,7 @@ def cmd_release(args, course: Course) -> int:
 def cmd_stale(args, course: Course) -> int:
     from .release import stale_files
 
-    stale = [f for lab in (args.labs or course.labs()) for f in stale_files(course, lab)]
+    stale = [f for lab in _labs(args, course) for f in stale_files(course, lab)]
     for f in stale:
         print(f"stale: {f}")
     print("labs/ is up to date" if not stale else "run `effml release` and commit labs/")
@@ -43,6 +61,8 @@ def cmd_stale(args, course: Course) -> int:
 def cmd_strip(args, course: Course) -> int:
     from .release import strip_outputs
 
+    for p in args.paths:
+        _check_notebook(Path(p))
     paths = [Path(p) for p in args.paths] or sorted(course.solutions.rglob("*.ipynb")) + sorted(course.labs_dir.rglob("*.ipynb"))
     for p in paths:
         if strip_outputs(p):
@@ -50,10 +70,27 @@ def cmd_strip(args, course: Course) -> int:
     return 0
 
 
+def _check_notebook(path: Path) -> None:
+    """A readable .ipynb file, or a one-line error."""
+    import nbformat
+
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if not path.is_file():
+        raise UserError(f"{path} is a folder, not a notebook")
+    if path.suffix != ".ipynb":
+        raise UserError(f"{path} is not a notebook (.ipynb)")
+    try:
+        nbformat.read(path, as_version=4)
+    except Exception as exc:  # noqa: BLE001 - whatever nbformat says, in one line
+        raise UserError(f"{path} is not a readable notebook ({plain_text(exc, 200)})") from exc
+
+
 def cmd_run(args, course: Course) -> int:
     from .execute import execute
 
     src = Path(args.notebook)
+    _check_notebook(src)  # before execute(), which writes beside the output whatever happens
     out = Path(args.output) if args.output else src.with_name(src.stem + ".executed.ipynb")
     params = _parse_params(args.parameters)
     env = {}
@@ -73,7 +110,7 @@ def cmd_validate(args, course: Course) -> int:
     from .validate import format_report, validate
 
     code = 0
-    for lab in args.labs or course.labs():
+    for lab in _labs(args, course):
         report = validate(course, lab, run_blank=not args.solution_only, run_solution=not args.blank_only)
         print(format_report(report), flush=True)
         code |= 0 if report.ok else 1
@@ -87,21 +124,75 @@ def _progress_printer(total: int):
 
     def progress(r):
         bar.update(1)
-        bar.set_postfix_str(f"{r.student}/{r.lab}: {r.auto_score:g}/{r.auto_max:g} {r.status}"[:60])
+        bar.set_postfix_str(plain_text(f"{r.student}/{r.lab}: {r.auto_score:g}/{r.auto_max:g} {r.status}", 60))
     return progress, bar
 
 
-def cmd_grade(args, course: Course) -> int:
-    from .grade import GradeOptions, grade
-    from .report import format_table
-    from .sandbox import make_sandbox
+@contextmanager
+def _one_student(folder: Path, notebook: Path | None = None):
+    """A scratch folder of submissions holding only ``folder`` (one
+    student's folder), or only ``notebook`` inside a folder named after the
+    student, as links: nothing else is read."""
+    with tempfile.TemporaryDirectory(prefix="effml-") as tmp:
+        link = Path(tmp) / folder.name
+        if notebook is None:
+            link.symlink_to(folder.resolve(), target_is_directory=True)
+        else:
+            link.mkdir()
+            (link / notebook.name).symlink_to(notebook.resolve())
+        yield Path(tmp)
+
+
+def collect_submissions(path: Path, labs: list[str], only: str | None = None):
+    """``collect()`` for everything ``effml grade`` accepts: a folder of
+    students (``<student>/<lab>.ipynb``, ``<student>.zip``), one student's
+    folder (it holds ``<lab>.ipynb`` itself), one ``<student>.zip``, or one
+    ``<student>/<lab>.ipynb`` file. Raises a one-line error for a path that
+    is none of these."""
     from .submissions import collect
 
-    subs, warnings = collect(Path(args.submissions), course.labs(), args.lab)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file or folder: {path}")
+    lab_files = ", ".join(f"{lab}.ipynb" for lab in labs) or "none"
+    if path.is_file():
+        if path.suffix == ".zip":
+            return collect(path, labs, only)
+        if path.suffix != ".ipynb":
+            raise UserError(f"{path} is not a notebook (.ipynb), a zip (.zip) or a folder")
+        if path.stem not in labs:
+            raise UserError(f"{path.name} is not a lab notebook (expected one of: {lab_files})")
+        if only and path.stem != only:
+            raise UserError(f"{path.name} is not {only}.ipynb")
+        student_dir = path.resolve().parent
+        scratch = _one_student(student_dir, path)
+    elif path.is_dir() and any((path / f"{lab}.ipynb").is_file() for lab in labs):
+        student_dir = path.resolve()
+        scratch = _one_student(student_dir)
+    else:
+        if not path.is_dir():
+            raise UserError(f"{path} is not a notebook (.ipynb), a zip (.zip) or a folder")
+        return collect(path, labs, only)
+    # One student: collect() on a folder holding just that student, with the
+    # messages naming the real files rather than the scratch folder.
+    with scratch as tmp:
+        subs, warnings = collect(tmp, labs, only)
+        subs = [replace(s, origin=s.origin.replace(str(tmp / student_dir.name), str(student_dir)))
+                for s in subs]
+        warnings = [w.replace(str(tmp), str(student_dir.parent)) for w in warnings]
+    return subs, warnings
+
+
+def cmd_grade(args, course: Course) -> int:
+    from .grade import GradeOptions, _finish_totals, grade
+    from .report import format_table
+    from .sandbox import make_sandbox
+
+    only = _lab(args, course)
+    subs, warnings = collect_submissions(Path(args.submissions), course.labs(), only)
     for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {plain_text(w, 300)}", file=sys.stderr)
     if not subs:
-        print("no submissions found", file=sys.stderr)
+        print(f"effml: error: no submissions found in {plain_text(args.submissions, 300)}", file=sys.stderr)
         return 1
     options = GradeOptions(quick=not args.full, seed=args.seed, cell_timeout=args.cell_timeout,
                            notebook_timeout=args.timeout, workers=args.workers, force=args.force,
@@ -111,6 +202,9 @@ def cmd_grade(args, course: Course) -> int:
     start = time.monotonic()
     results = grade(course, subs, options, progress=progress)
     bar.close()
+    for r in results:
+        if r.resumed:  # saved earlier: manual grades may have been given since
+            _finish_totals(course, r)
     print(format_table(results))
     from .summary import summarize
     print(summarize(results, time.monotonic() - start, course))
@@ -120,14 +214,14 @@ def cmd_grade(args, course: Course) -> int:
 def cmd_gradebook(args, course: Course) -> int:
     from .report import format_table, results
 
-    print(format_table(results(course, args.lab)))
+    print(format_table(results(course, _lab(args, course))))
     return 0
 
 
 def cmd_export(args, course: Course) -> int:
     from .report import export_csv
 
-    for p in export_csv(course, Path(args.output or course.workdir / "export"), args.lab):
+    for p in export_csv(course, Path(args.output or course.workdir / "export"), _lab(args, course)):
         print(f"wrote {p}")
     return 0
 
@@ -135,9 +229,10 @@ def cmd_export(args, course: Course) -> int:
 def cmd_feedback(args, course: Course) -> int:
     from .report import generate_feedback, results
 
-    labs = [args.lab] if args.lab else sorted({r.lab for r in results(course)})
+    only = _lab(args, course)
+    labs = [only] if only else sorted({r.lab for r in results(course)})
     for lab in labs:
-        pages = generate_feedback(course, lab)
+        pages = generate_feedback(course, lab, show_hidden=args.show_hidden)
         print(f"{lab}: {len(pages)} feedback page(s) under {course.feedback_dir()}")
     return 0
 
@@ -148,25 +243,42 @@ def cmd_demo(args, course: Course) -> int:
     return run_demo(course, workers=args.workers)
 
 
+def _global_options(parser: argparse.ArgumentParser) -> None:
+    """Options accepted before and after the subcommand. SUPPRESS as the
+    default: a subcommand's parser then sets them only when given, and does
+    not overwrite what came before the subcommand."""
+    parser.add_argument("--course", default=argparse.SUPPRESS, metavar="DIR",
+                        help="the course folder (default: the first folder from here upwards "
+                             "with nbgrader_config.py and solutions/)")
+    parser.add_argument("--workdir", default=argparse.SUPPRESS,
+                        help="grading work directory (default: <course>/grading or $EFFML_WORKDIR)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="log progress; show tracebacks of errors")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="effml", description=__doc__)
-    ap.add_argument("--workdir", help="grading work directory (default: ./grading or $EFFML_WORKDIR)")
-    ap.add_argument("-v", "--verbose", action="store_true")
+    _global_options(ap)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("release", help="regenerate labs/ from solutions/ (nbgrader generate_assignment)")
+    def add(name, **kwargs):  # every subcommand takes the global options too
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    p = add("release", help="regenerate labs/ from solutions/ (nbgrader generate_assignment)")
     p.add_argument("labs", nargs="*")
     p.set_defaults(func=cmd_release)
 
-    p = sub.add_parser("check-release", help="fail if labs/ differs from a fresh release")
+    p = add("check-release", help="fail if labs/ differs from a fresh release")
     p.add_argument("labs", nargs="*")
     p.set_defaults(func=cmd_stale)
 
-    p = sub.add_parser("strip", help="remove outputs from notebooks (default: all of solutions/ and labs/)")
+    p = add("strip", help="remove outputs from notebooks (default: all of solutions/ and labs/)")
     p.add_argument("paths", nargs="*")
     p.set_defaults(func=cmd_strip)
 
-    p = sub.add_parser("run", help="execute a notebook with papermill parameters")
+    p = add("run", help="execute a notebook with papermill parameters")
     p.add_argument("notebook")
     p.add_argument("-o", "--output")
     p.add_argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"))
@@ -174,14 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, default=3600, help="whole-notebook limit in seconds")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("validate", help="solution scores full marks, blank scores 0 (QUICK mode)")
+    p = add("validate", help="solution scores full marks, blank scores 0 (QUICK mode)")
     p.add_argument("labs", nargs="*")
     p.add_argument("--solution-only", action="store_true")
     p.add_argument("--blank-only", action="store_true")
     p.set_defaults(func=cmd_validate)
 
-    p = sub.add_parser("grade", help="grade submissions into the gradebook")
-    p.add_argument("submissions", help="folder of <student>/<lab>.ipynb and/or <student>.zip")
+    p = add("grade", help="grade submissions into the gradebook")
+    p.add_argument("submissions", help="folder of <student>/<lab>.ipynb and/or <student>.zip; "
+                                       "or one student's folder, zip or <student>/<lab>.ipynb")
     p.add_argument("--lab")
     p.add_argument("--full", action="store_true", help="grade in full mode instead of QUICK")
     p.add_argument("--seed", type=int, default=0)
@@ -193,30 +306,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sandbox", choices=["auto", "bwrap", "rlimits", "none"], default="auto")
     p.set_defaults(func=cmd_grade)
 
-    p = sub.add_parser("gradebook", help="print the gradebook")
+    p = add("gradebook", help="print the gradebook")
     p.add_argument("--lab")
     p.set_defaults(func=cmd_gradebook)
 
-    p = sub.add_parser("export", help="CSV per lab and per task")
+    p = add("export", help="CSV per lab and per task")
     p.add_argument("--lab")
     p.add_argument("-o", "--output")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("feedback", help="HTML feedback for graded submissions")
+    p = add("feedback", help="HTML feedback for graded submissions")
     p.add_argument("--lab")
+    p.add_argument("--show-hidden", action="store_true",
+                   help="show the hidden tests in the feedback (hidden by default)")
     p.set_defaults(func=cmd_feedback)
 
-    p = sub.add_parser("demo", help="release all labs, grade the sample submissions, print the gradebook")
+    p = add("demo", help="release all labs, grade the sample submissions, print the gradebook")
     p.add_argument("--workers", type=int, default=2)
     p.set_defaults(func=cmd_demo)
     return ap
 
 
+def _needs_course(args) -> bool:
+    """`effml run NOTEBOOK` and `effml strip PATHS` work on files alone."""
+    return not (args.command == "run" or (args.command == "strip" and args.paths))
+
+
+def _course(args) -> Course | None:
+    if getattr(args, "course", None):
+        root = course_root_at(Path(args.course))
+    else:
+        try:
+            root = find_course_root()
+        except FileNotFoundError:
+            if _needs_course(args):
+                raise
+            return None
+    workdir = getattr(args, "workdir", None)
+    return Course(root=root, workdir=Path(workdir).expanduser() if workdir else None)
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return plain_text(text, 500)
+
+
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError, FileExistsError, ValueError)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
-    course = Course(workdir=Path(args.workdir) if args.workdir else None)
-    return args.func(args, course)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its usage message
+        return exc.code if isinstance(exc.code, int) else 2
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args, _course(args))
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            raise
+        if verbose:
+            logging.exception("effml")
+        print(f"effml: error: {_one_line(exc.code)}", file=sys.stderr)
+        return 2
+    except USER_ERRORS as exc:
+        if verbose:
+            logging.exception("effml")
+        print(f"effml: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("effml: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -8,7 +8,42 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# What nbgrader must not copy from solutions/<lab>/ into a release: its own
+# defaults plus the lab's trusted checks and instructor-only tests.
+NEVER_RELEASED = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "grader.py", "test_*.py",
+                  "conftest.py", "*.md"]
 LAB_ID = re.compile(r"^lab\d\d_[a-z0-9_]+$")
+COURSE_CONFIG = "nbgrader_config.py"
+
+
+def is_course_root(path: Path) -> bool:
+    """A course folder holds nbgrader's config and the instructor notebooks."""
+    path = Path(path)
+    return (path / COURSE_CONFIG).is_file() and (path / "solutions").is_dir()
+
+
+def find_course_root(start: Path | None = None) -> Path:
+    """The course ``effml`` acts on from ``start`` (default: the current
+    folder): the first of ``start`` and its parents that holds
+    ``nbgrader_config.py`` and a ``solutions/`` folder. Raises
+    FileNotFoundError with a one-line message when there is none."""
+    start = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if is_course_root(folder):
+            return folder
+    raise FileNotFoundError(f"not inside a course (no {COURSE_CONFIG} found from {start} upwards); "
+                            "pass --course DIR")
+
+
+def course_root_at(path: Path) -> Path:
+    """``path`` checked as a course folder (for ``--course DIR``)."""
+    folder = Path(path).expanduser().resolve()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--course {path}: no such folder")
+    if not is_course_root(folder):
+        raise FileNotFoundError(f"--course {path}: not a course folder (needs {COURSE_CONFIG} "
+                                "and a solutions/ folder)")
+    return folder
 
 
 @dataclass
@@ -52,6 +87,10 @@ class Course:
     def solution_notebook(self, lab: str) -> Path:
         return self.solutions / lab / f"{lab}.ipynb"
 
+    def checks_file(self, lab: str) -> Path:
+        """The lab's trusted checks (``autograder.trusted``); never released."""
+        return self.solutions / lab / "grader.py"
+
     def release_notebook(self, lab: str) -> Path:
         return self.labs_dir / lab / f"{lab}.ipynb"
 
@@ -82,4 +121,5 @@ class Course:
             autograded_directory=str(self.workdir / "autograded"),
             feedback_directory=str(self.workdir / "feedback"),
             db_url=self.db_url,
+            ignore=NEVER_RELEASED,
         )

@@ -1,12 +1,18 @@
-"""Execute a notebook with papermill under time limits, in a child process
-that can be killed whole, and report what happened.
+"""Execute a notebook under time limits and, when grading, score it with
+the lab's trusted checks; report what happened.
 
-``execute()`` is what grading and ``effml run`` call. The child process runs
-``python -m autograder.execute`` (``_child_main``), which calls papermill with
-``allow_errors`` so one failing cell does not stop the rest (every test cell
-gets its chance), and ``interrupt_on_timeout`` so a cell that runs past its
-limit is interrupted rather than the whole notebook lost. The whole-notebook
-limit is enforced from outside by killing the process tree.
+``execute()`` is what grading, validation, the benchmarks and ``effml run``
+call. It starts a child process, ``python -m autograder.execute``
+(``_child_main``), the *trusted executor*: it injects the papermill
+parameters, starts the kernel (inside the sandbox when one is given: only
+the kernel is jailed, see ``autograder.sandbox``), runs every cell with
+nbclient (``allow_errors``, so one failing cell does not stop the rest, and
+``interrupt_on_timeout``), then runs the lab's checks
+(``autograder.trusted``) against the still-running kernel. Everything it
+writes (executed notebook, status, scores) lives in a folder the kernel
+cannot see. The whole-notebook limit is enforced twice: the child kills the
+kernel at the deadline, and the parent kills the child's process tree if it
+outlives the deadline plus the checks' budget.
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ import nbformat
 
 DEFAULT_CELL_TIMEOUT = int(os.environ.get("EFFML_CELL_TIMEOUT", "600"))
 DEFAULT_NOTEBOOK_TIMEOUT = int(os.environ.get("EFFML_NOTEBOOK_TIMEOUT", "1800"))
+DEFAULT_CHECK_TIMEOUT = int(os.environ.get("EFFML_CHECK_TIMEOUT", "900"))
 TIMEOUT_ENAME = "CellTimeout"
 NOT_RUN_ENAME = "CellNotExecuted"
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -44,6 +51,8 @@ class ExecResult:
     duration_s: float
     reasons: list[str] = field(default_factory=list)
     notebook: nbformat.NotebookNode | None = None
+    checks: dict | None = None  # grade_id -> {"passed", "message", "seconds"} from the trusted checks
+    check_s: float = 0.0
 
     @property
     def reason(self) -> str:
@@ -79,39 +88,50 @@ def kill_tree(pid: int) -> None:
 
 
 def child_command(input_path: Path, output_path: Path, status_path: Path, parameters: dict,
-                  cell_timeout: int, cwd: Path) -> list[str]:
-    return [sys.executable, "-m", "autograder.execute",
-            "--input", str(input_path), "--output", str(output_path),
-            "--status", str(status_path), "--parameters", json.dumps(parameters),
-            "--cell-timeout", str(cell_timeout), "--cwd", str(cwd)]
+                  cell_timeout: int, notebook_timeout: int, cwd: Path, *, sandbox=None,
+                  checks: Path | None = None, check_timeout: int = 0) -> list[str]:
+    cmd = [sys.executable, "-m", "autograder.execute",
+           "--input", str(input_path), "--output", str(output_path),
+           "--status", str(status_path), "--parameters", json.dumps(parameters),
+           "--cell-timeout", str(cell_timeout), "--notebook-timeout", str(notebook_timeout),
+           "--cwd", str(cwd)]
+    if sandbox is not None:
+        cmd += ["--sandbox", sandbox.to_json()]
+    if checks is not None:
+        cmd += ["--checks", str(checks), "--check-timeout", str(check_timeout)]
+    return cmd
 
 
 def execute(input_path: Path, output_path: Path, *, parameters: dict | None = None,
             cell_timeout: int = DEFAULT_CELL_TIMEOUT, notebook_timeout: int = DEFAULT_NOTEBOOK_TIMEOUT,
-            cwd: Path | None = None, env: dict | None = None, wrap=None,
+            cwd: Path | None = None, env: dict | None = None, sandbox=None,
+            checks: Path | None = None, check_timeout: int | None = None,
             log_path: Path | None = None) -> ExecResult:
     """Execute ``input_path`` into ``output_path``; never raises for anything
-    the notebook does. ``wrap(cmd) -> cmd`` lets the caller put the child in a
-    sandbox."""
+    the notebook does. ``sandbox`` (``autograder.sandbox.Sandbox``) jails the
+    kernel; ``checks`` (a lab's ``grader.py``) scores the run. ``output_path``'s
+    folder must be the grader's own: the status and scores go beside it."""
     input_path, output_path = Path(input_path).resolve(), Path(output_path).resolve()
     output_path.parent.mkdir(parents=True, exist_ok=True)
     status_path = output_path.with_suffix(".status.json")
     for p in (output_path, status_path):
         p.unlink(missing_ok=True)
     cwd = Path(cwd or input_path.parent).resolve()
-    cmd = child_command(input_path, output_path, status_path, parameters or {}, cell_timeout, cwd)
-    if wrap is not None:
-        cmd = wrap(cmd)
+    check_timeout = check_timeout or (DEFAULT_CHECK_TIMEOUT if checks else 0)
+    cmd = child_command(input_path, output_path, status_path, parameters or {}, cell_timeout,
+                        notebook_timeout, cwd, sandbox=sandbox, checks=checks, check_timeout=check_timeout)
     child_env = {**os.environ, **(env or {})}
     child_env.setdefault("PYTHONUNBUFFERED", "1")
     start = time.monotonic()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    # The child stops the kernel at the notebook limit itself; this is the backstop.
+    hard_limit = notebook_timeout + check_timeout + 120
     try:
-        proc = subprocess.Popen(cmd, cwd=str(cwd), env=child_env, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(cmd, cwd=str(output_path.parent), env=child_env, stdin=subprocess.DEVNULL,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         RUNNING.add(proc.pid)
         try:
-            proc.wait(timeout=notebook_timeout)
+            proc.wait(timeout=hard_limit)
             timed_out = False
         except subprocess.TimeoutExpired:
             timed_out = True
@@ -135,8 +155,8 @@ def execute(input_path: Path, output_path: Path, *, parameters: dict | None = No
         if status.get("message"):
             reasons.append(status["message"])
     else:
-        state = "kernel_died" if nb is not None else "failed"
-        reasons.append(f"the execution process ended abnormally (exit code {proc.returncode})")
+        state = "failed"
+        reasons.append(f"the executor ended abnormally (exit code {proc.returncode})")
     if nb is None:
         nb = nbformat.read(input_path, as_version=4)
     if state in ("kernel_died", "notebook_timeout"):
@@ -150,7 +170,11 @@ def execute(input_path: Path, output_path: Path, *, parameters: dict | None = No
     if not_run and state in ("ok", "errors"):
         state = "failed"
     nbformat.write(nb, output_path)
-    return ExecResult(state, duration, reasons, nb)
+    checks_out = status.get("checks") if checks else None
+    if checks and not isinstance(checks_out, dict):
+        checks_out = {}
+    return ExecResult(state, status.get("cells_s", duration), reasons, nb, checks_out,
+                      float(status.get("checks_s", 0.0)))
 
 
 def _read_json(path: Path):
@@ -189,11 +213,8 @@ def _mark_cell_timeouts(nb, cell_timeout: int) -> list[str]:
 
 
 def _started(cell) -> bool:
-    # papermill marks every cell "completed" at the end; only a start time says it ran.
-    meta = cell.metadata.get("papermill")
-    if meta is None:
-        return cell.get("execution_count") is not None
-    return meta.get("start_time") is not None
+    """The executor stamps each cell as it starts it."""
+    return bool(cell.metadata.get("effml", {}).get("started"))
 
 
 def _mark_interrupted_cell(nb, why: str) -> None:
@@ -221,10 +242,103 @@ def _mark_unexecuted(nb, why: str) -> list[int]:
     return missing
 
 
-# ---------------------------------------------------------------- child process
+# ---------------------------------------------------------------- child process: the trusted executor
+
+MAX_CELL_OUTPUT_BYTES = 4 * 2**20   # per cell; beyond it outputs are dropped with a note
+MAX_CELL_OUTPUTS = 500
+
+
+def _kernel_manager_class():
+    from jupyter_client.manager import KernelManager
+    from jupyter_core.utils import run_sync
+
+    class JailedKernelManager(KernelManager):
+        """Starts the kernel inside a ``KernelJail``; interrupts go over the
+        control channel (a signal cannot reach into the jail's session)."""
+        jail = None
+
+        def format_kernel_cmd(self, extra_arguments=None):
+            if os.geteuid() == 0:  # the jailed kernel's uid reads the connection file
+                os.chown(self.connection_file, self.jail.uid, self.jail.uid)
+            return self.jail.wrap([sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file])
+
+        async def _async_interrupt_kernel(self):
+            if self.has_kernel:
+                msg = self.session.msg("interrupt_request", content={})
+                self._connect_control_socket()
+                self.session.send(self._control_socket, msg)
+
+        interrupt_kernel = run_sync(_async_interrupt_kernel)
+
+    return JailedKernelManager
+
+
+def _client_class():
+    from nbclient import NotebookClient
+
+    class CappedClient(NotebookClient):
+        """nbclient with a cap on what one cell may output (a kernel that floods
+        its output must not exhaust the grader)."""
+
+        def output(self, outs, msg, display_id, cell_index):
+            used = self._out_bytes.get(cell_index, 0) + len(json.dumps(msg.get("content", {})))
+            self._out_bytes[cell_index] = used
+            if used > MAX_CELL_OUTPUT_BYTES or len(outs) >= MAX_CELL_OUTPUTS:
+                if cell_index not in self._capped:
+                    self._capped.add(cell_index)
+                    outs.append(nbformat.v4.new_output(
+                        "stream", name="stdout", text="\n[further output of this cell was dropped by the grader]\n"))
+                return None
+            return super().output(outs, msg, display_id, cell_index)
+
+    return CappedClient
+
+
+def _kernel_transport(km, kc, log):
+    """``send(request, timeout) -> answer text``: one call into the kernel."""
+    import queue
+    import uuid as _uuid
+
+    from .trusted import CallTimeout
+    from .wire import KERNEL_SOURCE, WireError
+
+    def send(request: dict, timeout: float) -> str:
+        mime = f"application/x-effml-{_uuid.uuid4().hex}+json"
+        code = (KERNEL_SOURCE + f"\n__effml_call({json.dumps(json.dumps(request))}, {mime!r})\n"
+                "del __effml_call\n")
+        msg_id = kc.execute(code, silent=False, store_history=False, allow_stdin=False)
+        deadline = time.monotonic() + timeout
+        answer = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                km.interrupt_kernel()
+                raise CallTimeout(f"a call into your notebook ran past its {timeout:g} s limit "
+                                  "(an infinite loop, or too much work?)")
+            try:
+                msg = kc.get_iopub_msg(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                if not km.is_alive():
+                    raise CallTimeout("the kernel died during a call into your notebook") from None
+                continue
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg.get("content", {})
+            if kind == "display_data" and mime in content.get("data", {}):
+                answer = content["data"][mime]
+            elif kind == "status" and content.get("execution_state") == "idle":
+                break
+        if answer is None:
+            raise WireError("your notebook gave no answer to the grader's call (is something in it "
+                            "silencing output or errors?)")
+        return answer
+
+    return send
+
 
 def _child_main(argv=None) -> int:
     import argparse
+    import threading
 
     ap = argparse.ArgumentParser(prog="python -m autograder.execute")
     ap.add_argument("--input", required=True)
@@ -232,40 +346,153 @@ def _child_main(argv=None) -> int:
     ap.add_argument("--status", required=True)
     ap.add_argument("--parameters", default="{}")
     ap.add_argument("--cell-timeout", type=int, default=DEFAULT_CELL_TIMEOUT)
+    ap.add_argument("--notebook-timeout", type=int, default=DEFAULT_NOTEBOOK_TIMEOUT)
     ap.add_argument("--cwd", default=None)
+    ap.add_argument("--sandbox", default=None)
+    ap.add_argument("--checks", default=None)
+    ap.add_argument("--check-timeout", type=int, default=0)
     args = ap.parse_args(argv)
 
-    import papermill as pm
-    from nbclient.exceptions import DeadKernelError
-    from papermill.exceptions import PapermillExecutionError
+    import logging
 
-    def write_status(state: str, message: str = "") -> None:
-        Path(args.status).write_text(json.dumps({"state": state, "message": message}))
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.parameterize import parameterize_notebook
 
-    # SIGTERM from outside should leave a status behind.
-    signal.signal(signal.SIGTERM, lambda *_: (write_status("notebook_timeout", "stopped"), sys.exit(1)))
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    log = logging.getLogger("effml.executor")
+    status = {"state": "failed", "message": ""}
+    out_path = Path(args.output)
+
+    def save(nb) -> None:
+        tmp = out_path.with_suffix(".tmp")
+        nbformat.write(nb, tmp)
+        os.replace(tmp, out_path)
+
+    def write_status() -> None:
+        tmp = Path(args.status).with_suffix(".tmp")
+        tmp.write_text(json.dumps(status))
+        os.replace(tmp, args.status)
+
+    signal.signal(signal.SIGTERM, lambda *_: (status.update(state="notebook_timeout", message="stopped"),
+                                              write_status(), sys.exit(1)))
+    nb = nbformat.read(args.input, as_version=4)
+    parameters = json.loads(args.parameters)
+    if parameters:
+        nb.metadata.setdefault("papermill", {})
+        for cell in nb.cells:  # papermill expects every cell to have tags
+            cell.metadata.setdefault("tags", [])
+        nb = parameterize_notebook(nb, parameters)
+        for cell in nb.cells:
+            if cell.metadata.get("tags") == []:
+                del cell.metadata["tags"]
+    for cell in nb.cells:  # a fresh run: nothing of the submitted outputs survives
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+            cell.metadata.pop("execution", None)
+            cell.metadata.pop("effml", None)
+
+    from contextlib import ExitStack
+
+    from .sandbox import Sandbox
+
+    stack = ExitStack()
+    jail = None
+    if args.sandbox:
+        import uuid as _uuid
+
+        jail = stack.enter_context(Sandbox.from_json(args.sandbox).session(
+            Path("/tmp") / f"effml-{_uuid.uuid4().hex[:16]}"))
+        km_class = _kernel_manager_class()
+        km = km_class(transport="ipc", ip=str(jail.run_dir / "k"),
+                      connection_file=str(jail.run_dir / "kernel.json"), kernel_name="python3")
+        km.jail = jail
+        cwd = str(jail.run_dir)
+    else:
+        from jupyter_client.manager import KernelManager
+
+        km = KernelManager(kernel_name="python3")
+        cwd = args.cwd
+    client = _client_class()(nb, km=km, timeout=args.cell_timeout, allow_errors=True,
+                             interrupt_on_timeout=True, startup_timeout=180, kernel_name="python3",
+                             resources={"metadata": {"path": cwd}})
+    client._out_bytes, client._capped = {}, set()
+    stopped = threading.Event()
+
+    def stop_kernel():  # the notebook limit: kill the kernel, the running cell then fails
+        stopped.set()
+        try:
+            km.provisioner.process.kill()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    start = time.monotonic()
+    grade_ids = [c.metadata["nbgrader"]["grade_id"] for c in nb.cells
+                 if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
     try:
-        pm.execute_notebook(
-            args.input, args.output, parameters=json.loads(args.parameters),
-            kernel_name=None, progress_bar=False, cwd=args.cwd,
-            execution_timeout=args.cell_timeout, allow_errors=True, interrupt_on_timeout=True,
-        )
-        write_status("ok")
-    except PapermillExecutionError:
-        # allow_errors ran every cell; papermill still reports the first error.
-        _drop_papermill_error_cells(Path(args.output))
-        write_status("errors")
-    except DeadKernelError as exc:
-        write_status("kernel_died", f"the kernel died ({exc}); a crash, or the memory limit")
+        with stack, client.setup_kernel():
+            timer = threading.Timer(args.notebook_timeout, stop_kernel)
+            timer.daemon = True
+            timer.start()
+            state, message = "ok", ""
+            try:
+                for index, cell in enumerate(nb.cells):
+                    if cell.cell_type != "code":
+                        continue
+                    cell.metadata.setdefault("effml", {})["started"] = True
+                    try:
+                        client.execute_cell(cell, index)
+                    except CellTimeoutError:
+                        pass  # marked by the parent from the KeyboardInterrupt output
+                    if any(o.get("output_type") == "error" for o in cell.outputs):
+                        state = "errors"
+                    save(nb)
+            except DeadKernelError:
+                if stopped.is_set():
+                    state, message = "notebook_timeout", (f"the notebook ran past its {args.notebook_timeout} s "
+                                                          "limit and was stopped")
+                elif jail is not None and jail.memory_exceeded():
+                    mib = jail.sandbox.limits.memory_bytes // 2**20
+                    state, message = "kernel_died", f"the kernel died: it used more than the {mib} MiB memory limit"
+                else:
+                    state, message = "kernel_died", "the kernel died (a crash, or a resource limit)"
+            finally:
+                timer.cancel()
+            status.update(state=state, message=message, cells_s=round(time.monotonic() - start, 3))
+            save(nb)
+            write_status()
+            if args.checks:
+                status["checks"] = _run_checks(args, km, grade_ids, state, message, log)
+                status["checks_s"] = round(time.monotonic() - start - status["cells_s"], 3)
+                write_status()
     except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
-        write_status("failed", f"{type(exc).__name__}: {exc}")
+        log.exception("executor failed")
+        if status["state"] in ("failed", "ok", "errors") and "cells_s" not in status:
+            status.update(state="failed", message=f"the kernel could not be run ({type(exc).__name__}: {exc})"[:300])
+        if args.checks and "checks" not in status:
+            status["checks"] = {}
+        write_status()
     return 0
 
 
-def _drop_papermill_error_cells(path: Path) -> None:
-    nb = nbformat.read(path, as_version=4)
-    nb.cells = [c for c in nb.cells if "papermill-error-cell-tag" not in c.metadata.get("tags", [])]
-    nbformat.write(nb, path)
+def _run_checks(args, km, grade_ids, state, message, log) -> dict:
+    """The lab's trusted checks against the kernel, if it is still alive."""
+    from .trusted import Student, load_checks, run_checks
+
+    if state in ("kernel_died", "notebook_timeout") or not km.is_alive():
+        why = message or "the kernel is no longer running"
+        return {gid: {"passed": False, "message": f"not checked: {why}", "seconds": 0.0} for gid in grade_ids}
+    checks = load_checks(Path(args.checks))
+    kc = km.blocking_client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        student = Student(_kernel_transport(km, kc, log), call_timeout=args.cell_timeout)
+        outcomes = run_checks(checks, student, grade_ids, deadline=time.monotonic() + args.check_timeout,
+                              log=log.warning)
+    finally:
+        kc.stop_channels()
+    return {gid: {"passed": o.passed, "message": o.message, "seconds": round(o.seconds, 3)}
+            for gid, o in outcomes.items()}
 
 
 if __name__ == "__main__":

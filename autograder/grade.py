@@ -19,13 +19,14 @@ import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import nbformat
 
 from .course import Course
-from .execute import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, execute, kill_all_running, thread_env
+from .execute import (DEFAULT_CELL_TIMEOUT, DEFAULT_CHECK_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, execute,
+                      kill_all_running, thread_env)
 from .release import ensure_in_gradebook
 from .scoring import score_cells
 from .submissions import Submission
@@ -41,7 +42,7 @@ class GradeOptions:
     notebook_timeout: int | None = None
     workers: int = 1
     force: bool = False                   # re-grade even when a result exists
-    sandbox: object = None                # callable(cmd, workdir) -> cmd, see autograder.sandbox
+    sandbox: object = None                # autograder.sandbox.Sandbox: jails the kernel; None: on the host
     scheduler: str | None = None          # Dask scheduler address: execute on the cluster's workers
 
 
@@ -54,9 +55,14 @@ class Result:
     auto_max: float = 0.0
     manual_max: float = 0.0
     max_score: float = 0.0
+    manual_score: float = 0.0     # points given by hand so far (written answers)
+    total_score: float = 0.0      # auto_score + manual_score, what nbgrader's gradebook shows
+    manual_pending: int = 0       # cells still waiting for a manual grade
     reasons: list[str] = field(default_factory=list)
     tasks: dict = field(default_factory=dict)     # grade_id -> score (None: manual)
+    review: list[str] = field(default_factory=list)  # the static scan's "needs review: ..." findings
     exec_s: float = 0.0
+    check_s: float = 0.0          # the trusted checks' time
     total_s: float = 0.0
     input_sha256: str = ""
     lab_sha256: str = ""
@@ -65,6 +71,20 @@ class Result:
     @property
     def reason(self) -> str:
         return "; ".join(self.reasons)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Result":
+        """A result saved by this or another version: unknown keys are
+        ignored, missing ones take their defaults."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a saved result is a JSON object, not {type(data).__name__}")
+        names = {f.name for f in fields(cls)}
+        result = cls(**{k: v for k, v in data.items() if k in names})
+        if "manual_pending" not in data:  # saved before manual totals were kept
+            result.manual_pending = sum(1 for v in (result.tasks or {}).values() if v is None)
+        if "total_score" not in data:
+            result.total_score = result.auto_score + result.manual_score
+        return result
 
 
 def lab_limits(course: Course, lab: str) -> dict:
@@ -75,7 +95,10 @@ def lab_limits(course: Course, lab: str) -> dict:
 
 
 def _lab_hash(course: Course, lab: str) -> str:
-    return hashlib.sha256(course.solution_notebook(lab).read_bytes()).hexdigest()
+    """The lab as graded: its notebook and its trusted checks (a changed check re-grades)."""
+    h = hashlib.sha256(course.solution_notebook(lab).read_bytes())
+    h.update(course.checks_file(lab).read_bytes())
+    return h.hexdigest()
 
 
 def _result_path(course: Course, lab: str, student: str) -> Path:
@@ -84,7 +107,7 @@ def _result_path(course: Course, lab: str, student: str) -> Path:
 
 def load_result(course: Course, lab: str, student: str) -> Result | None:
     try:
-        return Result(**json.loads(_result_path(course, lab, student).read_text()))
+        return Result.from_dict(json.loads(_result_path(course, lab, student).read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -200,18 +223,56 @@ def _prepare(course: Course, sub: Submission, lab_sha: str, exec_root: Path):
         base.total_s = time.monotonic() - start
         _finish_totals(course, base)
         return base
-    work = exec_root / sub.lab / sub.student
-    if work.exists():
-        shutil.rmtree(work)
-    release = course.labs_dir / sub.lab
-    if release.exists():  # data files the lab ships beside the notebook
-        shutil.copytree(release, work, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = exec_root / sub.lab / sub.student  # the grader's own: the kernel never sees it
+    if work.is_symlink() or work.exists():
+        _remove(work)
+    work.mkdir(parents=True)
     path = work / f"{sub.lab}.ipynb"
     nbformat.write(nb, path)
     base.reasons = reasons
+    base.review = _review(course, sub.lab, nb)
     base.total_s = time.monotonic() - start
     return path, base
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)  # never follows links
+
+
+def _review(course: Course, lab: str, nb) -> list[str]:
+    """The static scan's findings: a person should look; the score is not changed."""
+    try:
+        from .scan import scan_notebook
+    except ImportError:
+        return []
+    try:
+        release = nbformat.read(course.release_notebook(lab), as_version=4)
+        return [str(f) for f in scan_notebook(nb, release)]
+    except Exception as exc:  # noqa: BLE001 - the scan is advisory
+        log.warning("scan of %s failed: %s", lab, exc)
+        return []
+
+
+def apply_verdicts(nb, checks: dict) -> None:
+    """Each graded test cell's outputs become the trusted check's verdict, so
+    nbgrader's scoring (and Formgrader, and the feedback) read the grader's
+    score, whatever the kernel printed there."""
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if cell.cell_type != "code" or not meta.get("grade") or meta.get("solution"):
+            continue
+        verdict = checks.get(meta.get("grade_id")) or {"passed": False, "message": "not checked"}
+        points = meta.get("points", 0)
+        if verdict.get("passed") is True:
+            cell.outputs = [nbformat.v4.new_output(
+                "stream", name="stdout", text=f"Grader: all checks passed ({points:g}/{points:g} points)\n")]
+        else:
+            message = str(verdict.get("message") or "a check failed")[:3000]
+            cell.outputs = [nbformat.v4.new_output("error", ename="GraderCheck", evalue=message, traceback=[
+                f"Grader: 0/{points:g} points", message])]
 
 
 def _finalize(course: Course, sub: Submission, base: Result, exec_result) -> Result:
@@ -219,34 +280,43 @@ def _finalize(course: Course, sub: Submission, base: Result, exec_result) -> Res
 
     start = time.monotonic()
     nb = exec_result.notebook
+    apply_verdicts(nb, exec_result.checks or {})
     resources = _resources(course, sub)
     for pp in (LimitOutput(), SaveAutoGrades()):
         pp.log.setLevel(logging.ERROR)
         nb, resources = pp.preprocess(nb, resources)
     out = course.autograded(sub.student, sub.lab)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_symlink() or out.exists():
+        _remove(out)
+    out.mkdir(parents=True)
     nbformat.write(nb, out / f"{sub.lab}.ipynb")
     base.status = exec_result.status
     base.reasons = base.reasons + exec_result.reasons
     base.exec_s = exec_result.duration_s
-    base.tasks = {r.grade_id: r.score for r in score_cells(nb)}
+    base.check_s = exec_result.check_s
     _finish_totals(course, base)
-    base.total_s += exec_result.duration_s + time.monotonic() - start
+    base.total_s += exec_result.duration_s + exec_result.check_s + time.monotonic() - start
     return base
 
 
 def _finish_totals(course: Course, result: Result) -> None:
-    """Scores as the gradebook has them (a manual grade, once given, counts)."""
+    """Scores as the gradebook has them: automatic points (code cells), the
+    points given by hand in formgrader (written answers), their total (what
+    nbgrader shows), and how many cells still wait for a manual grade."""
     from nbgrader.api import Gradebook
 
     with Gradebook(course.db_url) as gb:
         nb = gb.find_submission_notebook(result.lab, result.lab, result.student)
-        auto = [g for g in nb.grades if g.cell_type == "code" and not g.needs_manual_grade]
+        code = [g for g in nb.grades if g.cell_type == "code"]
+        written = [g for g in nb.grades if g.cell_type != "code"]
         result.tasks = {g.name: g.score if not g.needs_manual_grade else None for g in nb.grades}
-        result.auto_score = float(sum(g.score for g in auto))
-        result.auto_max = float(sum(g.max_score for g in nb.grades if g.cell_type == "code"))
+        result.auto_score = float(sum(g.score for g in code if not g.needs_manual_grade))
+        result.auto_max = float(sum(g.max_score for g in code))
         result.max_score = float(nb.max_score)
         result.manual_max = result.max_score - result.auto_max
+        result.manual_score = float(sum(g.score for g in written if not g.needs_manual_grade))
+        result.total_score = result.auto_score + result.manual_score
+        result.manual_pending = sum(1 for g in nb.grades if g.needs_manual_grade)
 
 
 # ---------------------------------------------------------------- batch
@@ -291,6 +361,9 @@ def grade(course: Course, subs: list[Submission], options: GradeOptions | None =
     lab_shas = {}
     for lab in sorted({s.lab for s in todo}):
         course.check_lab(lab)
+        if not course.checks_file(lab).is_file():
+            raise SystemExit(f"{lab} cannot be graded: it has no trusted checks "
+                             f"({course.checks_file(lab).relative_to(course.root)})")
         ensure_in_gradebook(course, lab)
         lab_shas[lab] = _lab_hash(course, lab)
 
@@ -321,15 +394,12 @@ def grade(course: Course, subs: list[Submission], options: GradeOptions | None =
         env = {"EFFML_QUICK": "1" if options.quick else "0", "EFFML_SEED": str(options.seed)}
         if not options.scheduler:  # a Dask worker's machine has its own cores
             env.update(thread_env(options.workers))
-        wrap = (lambda cmd: options.sandbox(cmd, path.parent)) if options.sandbox else None
-        try:
-            return execute(path, path.with_name(f"{sub.lab}.executed.ipynb"),
-                           parameters={"QUICK": options.quick, "SEED": options.seed},
-                           cell_timeout=cell_timeout, notebook_timeout=nb_timeout, cwd=path.parent,
-                           env=env, wrap=wrap, log_path=path.with_name("execution.log"))
-        finally:
-            if options.sandbox:
-                options.sandbox.release(path.parent)
+        return execute(path, path.with_name(f"{sub.lab}.executed.ipynb"),
+                       parameters={"QUICK": options.quick, "SEED": options.seed},
+                       cell_timeout=cell_timeout, notebook_timeout=nb_timeout, cwd=path.parent,
+                       env=env, sandbox=options.sandbox, checks=course.checks_file(sub.lab),
+                       check_timeout=limits.get("check_timeout", DEFAULT_CHECK_TIMEOUT),
+                       log_path=path.with_name("execution.log"))
 
     with _executor(options) as pool:
         futures = {pool.submit(run, item): item for item in pending}

@@ -1,14 +1,26 @@
-"""The gradebook as instructors read it: a table, CSV exports, HTML feedback."""
+"""The gradebook as instructors read it: a table, CSV exports, HTML feedback.
+
+Totals count the points given by hand in Formgrader as well as the automatic
+ones, and a submission whose written answers nobody has graded yet says so.
+Everything a student influenced is made safe for where it goes (terminal,
+spreadsheet, browser): see autograder/sanitize.py."""
 from __future__ import annotations
 
 import csv
 import html
 import logging
+import multiprocessing
+import os
 import re
 from pathlib import Path
 
 from .course import Course
 from .grade import Result, load_result
+from .sanitize import HTML_FILTERS, csv_cell, lock_page, plain_text, untrusted_outputs
+
+log = logging.getLogger("effml.report")
+
+PENDING = "manual grading pending"
 
 
 def results(course: Course, lab: str | None = None) -> list[Result]:
@@ -32,37 +44,58 @@ def results(course: Course, lab: str | None = None) -> list[Result]:
     return rows
 
 
+def _manual(r: Result) -> str:
+    """Points given by hand / points to give by hand ("-" when none)."""
+    if not r.manual_max and not r.manual_pending:
+        return "-"
+    return f"{r.manual_score:g}/{r.manual_max:g}"
+
+
 def format_table(rows: list[Result]) -> str:
+    """One line per submission: total (automatic + given by hand), the
+    automatic part, the manual part, and whether manual grading is pending."""
     if not rows:
         return "(the gradebook is empty)"
-    head = f"{'lab':<20}{'student':<22}{'score':>8}{'auto':>10}{'manual':>8}  {'status':<16}reason"
+    head = (f"{'lab':<20} {'student':<22}{'total':>10}{'auto':>10}{'manual':>9}  {'pending':<8}"
+            f"{'status':<17}reason")
     lines = [head, "-" * (len(head) + 20)]
     for r in rows:
-        pending = sum(1 for v in r.tasks.values() if v is None)
-        manual = f"{pending} todo" if pending else "done"
-        lines.append(f"{r.lab:<20}{r.student:<22}{r.auto_score:>8g}{f'/{r.auto_max:g}':>10}{manual:>8}  "
-                     f"{r.status:<16}{r.reason[:110]}")
+        pending = "yes" if r.manual_pending else ""
+        lines.append(f"{plain_text(r.lab, 20):<20} {plain_text(r.student, 22):<22}"
+                     f"{f'{r.total_score:g}/{r.max_score:g}':>10}{f'{r.auto_score:g}/{r.auto_max:g}':>10}"
+                     f"{_manual(r):>9}  {pending:<8}{plain_text(r.status, 16):<17}{plain_text(r.reason, 110)}")
+    waiting = sum(1 for r in rows if r.manual_pending)
+    if waiting:
+        lines.append(f"\npending: {PENDING} for {waiting} submission(s) (written answers, in Formgrader); "
+                     "their totals count the automatic points and the manual points given so far")
     return "\n".join(lines)
 
 
 def export_csv(course: Course, out_dir: Path, lab: str | None = None) -> list[Path]:
     """``grades_<lab>.csv`` (a row per student, a column per task) for each
-    lab and ``tasks.csv`` (a row per student and task)."""
+    lab and ``tasks.csv`` (a row per student and task). Cells that a
+    spreadsheet would read as a formula are written as text."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = results(course, lab)
     written = []
+
+    def row(values):
+        return [csv_cell(v) for v in values]
+
     for lab_id in sorted({r.lab for r in rows}):
         lab_rows = [r for r in rows if r.lab == lab_id]
-        tasks = list(lab_rows[0].tasks)
+        tasks = list(dict.fromkeys(t for r in lab_rows for t in r.tasks))
         path = out_dir / f"grades_{lab_id}.csv"
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["student", "score", "auto_max", "manual_max", "max_score", "status", "reason", *tasks])
+            w.writerow(row(["student", "total", "max_score", "auto_score", "auto_max", "manual_score",
+                            "manual_max", "pending", "status", "reason", *tasks]))
             for r in lab_rows:
-                w.writerow([r.student, f"{r.auto_score:g}", f"{r.auto_max:g}", f"{r.manual_max:g}",
-                            f"{r.max_score:g}", r.status, r.reason,
-                            *["" if r.tasks.get(t) is None else f"{r.tasks[t]:g}" for t in tasks]])
+                w.writerow(row([r.student, f"{r.total_score:g}", f"{r.max_score:g}", f"{r.auto_score:g}",
+                                f"{r.auto_max:g}", f"{r.manual_score:g}", f"{r.manual_max:g}",
+                                PENDING if r.manual_pending else "", r.status, r.reason,
+                                *["" if r.tasks.get(t) is None else f"{r.tasks[t]:g}" for t in tasks]]))
         written.append(path)
     path = out_dir / "tasks.csv"
     with open(path, "w", newline="") as f:
@@ -70,35 +103,229 @@ def export_csv(course: Course, out_dir: Path, lab: str | None = None) -> list[Pa
         w.writerow(["lab", "student", "task", "score", "needs_manual_grade"])
         for r in rows:
             for task, score in r.tasks.items():
-                w.writerow([r.lab, r.student, task, "" if score is None else f"{score:g}", score is None])
+                w.writerow(row([r.lab, r.student, task, "" if score is None else f"{score:g}", score is None]))
     written.append(path)
     return written
 
 
-def generate_feedback(course: Course, lab: str) -> list[Path]:
-    """nbgrader's HTML feedback for every autograded submission of ``lab``,
-    with the grading status on top; a submission that could not be executed
-    gets a page that says why."""
-    from nbgrader.converters import GenerateFeedback
+# ---------------------------------------------------------------- feedback
+
+FEEDBACK_TIMEOUT_S = float(os.environ.get("EFFML_FEEDBACK_TIMEOUT", "60"))  # per student
+MAX_SOURCE_CHARS = 20_000     # a cell's source
+MAX_OUTPUT_CHARS = 20_000     # one output's text (stream, traceback, text/html, ...)
+MAX_IMAGE_CHARS = 4_000_000   # one image (base64)
+MAX_PAGE_CHARS = 4_000_000    # everything; later cells show a note instead
+TRUNCATED = "[truncated by the grader]"
+HIDDEN_NOTE = "# (hidden tests are not shown)"
+BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
+
+
+def strip_hidden_tests(source: str, note: str = HIDDEN_NOTE) -> tuple[str, bool]:
+    """``source`` without the lines from ``### BEGIN HIDDEN TESTS`` to
+    ``### END HIDDEN TESTS`` (delimiters included), each region replaced by
+    ``note`` at the region's indentation. An unterminated region hides the
+    rest of the cell."""
+    out, hidden, removed = [], False, False
+    for line in source.split("\n"):
+        if not hidden and BEGIN_HIDDEN in line:
+            hidden = removed = True
+            out.append(line[:len(line) - len(line.lstrip())] + note)
+        elif hidden:
+            if END_HIDDEN in line:
+                hidden = False
+        else:
+            out.append(line)
+    return "\n".join(out), removed
+
+
+def _cut(text: str, limit: int, note: str) -> str:
+    return text if len(text) <= limit else text[:limit] + note
+
+
+def prepare_feedback_notebook(nb, show_hidden: bool = False):
+    """The copy of an autograded notebook that a student's feedback shows:
+    hidden tests removed (with their tracebacks, which quote them), and
+    every source and output cut to a size that renders in seconds."""
+    budget = MAX_PAGE_CHARS
+    for cell in nb.cells:
+        code = cell.cell_type == "code"
+        if not show_hidden:
+            cell.source, removed = strip_hidden_tests(cell.source, HIDDEN_NOTE if code
+                                                      else "*(hidden tests are not shown)*")
+            if removed and code:
+                for out in cell.get("outputs", []):
+                    if out.get("output_type") == "error":  # the traceback quotes the hidden lines
+                        out["traceback"] = [f"{out.get('ename', 'Error')}: {out.get('evalue', '')}",
+                                            "(the traceback would show hidden tests)"]
+        note = f"\n# {TRUNCATED}" if code else f"\n\n*{TRUNCATED}*"
+        cell.source = _cut(cell.source, min(MAX_SOURCE_CHARS, max(budget, 0)), note)
+        budget -= len(cell.source)
+        if "attachments" in cell:
+            size = sum(len(str(v)) for v in cell.attachments.values())
+            if size > min(MAX_IMAGE_CHARS, max(budget, 0)):
+                del cell["attachments"]
+            budget -= size if "attachments" in cell else 0
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                text = out.get("text", "")
+                text = "".join(text) if isinstance(text, list) else str(text)
+                out["text"] = _cut(text, min(MAX_OUTPUT_CHARS, max(budget, 0)), f"\n{TRUNCATED}\n")
+                budget -= len(out["text"])
+            elif out.get("output_type") == "error":
+                tb, kept = out.get("traceback", []), []
+                room = min(MAX_OUTPUT_CHARS, max(budget, 0))
+                for line in tb:
+                    line = str(line)
+                    if len(line) > room:
+                        kept.append(line[:room] + TRUNCATED)
+                        break
+                    kept.append(line)
+                    room -= len(line)
+                out["traceback"] = kept
+                out["evalue"] = _cut(str(out.get("evalue", "")), 2000, TRUNCATED)
+                budget -= sum(map(len, kept))
+            elif "data" in out:
+                for mime, value in list(out.data.items()):
+                    value = "".join(value) if isinstance(value, list) else value
+                    if not isinstance(value, str):
+                        continue
+                    if mime.startswith("image/") and mime != "image/svg+xml":
+                        if len(value) > min(MAX_IMAGE_CHARS, max(budget, 0)):
+                            del out.data[mime]
+                            out.data.setdefault("text/plain", f"(an image too large to show; {TRUNCATED})")
+                            continue
+                    elif len(value) > MAX_OUTPUT_CHARS:
+                        value = value[:MAX_OUTPUT_CHARS] + f"\n{TRUNCATED}"
+                    out.data[mime] = value
+                    budget -= len(value)
+    return nb
+
+
+def _exporter():
+    """nbgrader's feedback template on nbconvert's HTMLExporter, with the
+    HTML of markdown cells and outputs sanitised (autograder.sanitize)."""
+    import nbgrader.converters.generate_feedback as gf
+    from nbconvert.exporters import HTMLExporter
     from traitlets.config import Config
 
-    coursedir = course.coursedir()
-    coursedir.assignment_id = lab
-    converter = GenerateFeedback(coursedir=coursedir, config=Config({"GenerateFeedback": {"force": True}}))
-    converter.log.setLevel(logging.ERROR)
-    if (course.workdir / "autograded").exists() and any((course.workdir / "autograded").glob(f"*/{lab}")):
-        converter.start()
+    here = Path(gf.__file__).resolve().parent.parent / "server_extensions" / "formgrader"
+    c = Config()
+    c.HTMLExporter.template_name = "feedback"
+    c.HTMLExporter.extra_template_basedirs = [str(here / "templates")]
+    c.HTMLExporter.extra_template_paths = [str(here / "static" / "node_modules" / "bootstrap" / "dist" / "css")]
+    c.HTMLExporter.sanitize_html = True   # outputs: html/markdown cleaned, no JavaScript or widgets
+    c.HTMLExporter.filters = dict(HTML_FILTERS)
+    return HTMLExporter(config=c)
+
+
+def render_feedback(course: Course, lab: str, student: str, show_hidden: bool = False) -> str:
+    """The feedback page of one autograded notebook (a complete, inert HTML page)."""
+    import nbformat
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor
+    from nbgrader.preprocessors import GetGrades
+
+    nb = nbformat.read(course.autograded(student, lab) / f"{lab}.ipynb", as_version=4)
+    nb, _ = untrusted_outputs(nb, {})
+    nb = prepare_feedback_notebook(nb, show_hidden)
+    resources = {"nbgrader": {"db_url": course.db_url, "assignment": lab, "notebook": lab, "student": student}}
+    for pp in (GetGrades(), CSSHTMLHeaderPreprocessor()):
+        pp.log.setLevel(logging.ERROR)
+        nb, resources = pp.preprocess(nb, resources)
+    exporter = _exporter()
+    exporter.log.setLevel(logging.ERROR)
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
+    return lock_page(body)
+
+
+def _render_child(conn, course, lab, student, show_hidden, out):
+    try:
+        out.write_text(render_feedback(course, lab, student, show_hidden))
+        conn.send(("ok", ""))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent in one line
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def _render_limited(course: Course, lab: str, student: str, show_hidden: bool, timeout_s: float) -> tuple[str, str]:
+    """Render one student's page in a child process stopped after
+    ``timeout_s``: returns (html, "") or ("", why it could not be rendered)."""
+    out = course.feedback_dir() / student / lab / f".{lab}.rendering.html"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    if "fork" not in multiprocessing.get_all_start_methods():  # no cheap child: render here
+        try:
+            return render_feedback(course, lab, student, show_hidden), ""
+        except Exception as exc:  # noqa: BLE001
+            return "", f"{type(exc).__name__}: {exc}"
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_render_child, args=(child, course, lab, student, show_hidden, out), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        status, message = ("error", "")
+        if parent.poll(timeout_s):
+            try:
+                status, message = parent.recv()
+            except EOFError:
+                message = "the rendering process ended abnormally"
+        else:
+            message = f"rendering took longer than {timeout_s:g} s"
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        parent.close()
+    try:
+        page = out.read_text() if status == "ok" else ""
+    finally:
+        out.unlink(missing_ok=True)
+    if status == "ok" and not page:
+        message = "the rendering process wrote nothing"
+    return page, message
+
+
+def _short_page(lab: str, text: str) -> str:
+    return lock_page(f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(lab)}</title>"
+                     f"</head><body><p style='font-family:sans-serif;margin:8px'>{html.escape(text)}</p>"
+                     "</body></html>")
+
+
+def _banner(r: Result, lab: str) -> str:
+    manual = ("" if not r.manual_max and not r.manual_pending else
+              f"; written answers: {PENDING} ({r.manual_max:g} points)" if r.manual_pending else
+              f"; written answers: {r.manual_score:g}/{r.manual_max:g} points")
+    return (f"<!--effml--><div style='border:2px solid #c60;padding:8px;margin:8px;font-family:sans-serif'>"
+            f"<b>{html.escape(lab)}</b>: {r.total_score:g}/{r.max_score:g} points in total "
+            f"({r.auto_score:g}/{r.auto_max:g} automatic points{manual}). "
+            f"Status: {html.escape(plain_text(r.status))}."
+            + (f"<br>{html.escape(plain_text(r.reason))}" if r.reason else "") + "</div><!--/effml-->")
+
+
+def generate_feedback(course: Course, lab: str, show_hidden: bool = False,
+                      timeout_s: float | None = None) -> list[Path]:
+    """An HTML feedback page per graded submission of ``lab``
+    (``<workdir>/feedback/<student>/<lab>/<lab>.html``): the grading status
+    on top, then the autograded notebook in nbgrader's feedback template
+    without the hidden tests (unless ``show_hidden``), sanitised and under a
+    Content-Security-Policy. Each student's page is rendered on its own,
+    under a time limit: one that fails or is too slow gets a short page
+    that says so, and the rest go on."""
+    timeout_s = FEEDBACK_TIMEOUT_S if timeout_s is None else timeout_s
     pages = []
     for r in results(course, lab):
         page = course.feedback_dir() / r.student / lab / f"{lab}.html"
         page.parent.mkdir(parents=True, exist_ok=True)
-        banner = (f"<div style='border:2px solid #c60;padding:8px;margin:8px;font-family:sans-serif'>"
-                  f"<b>{html.escape(lab)}</b>: {r.auto_score:g}/{r.auto_max:g} automatic points"
-                  f" ({r.manual_max:g} more graded by hand). Status: {html.escape(r.status)}."
-                  + (f"<br>{html.escape(r.reason)}" if r.reason else "") + "</div>")
-        body = page.read_text() if page.exists() else "<html><body></body></html>"
-        body = re.sub(r"<!--effml-->.*?<!--/effml-->", "", body, flags=re.S)  # a re-run replaces it
-        banner = f"<!--effml-->{banner}<!--/effml-->"
+        if (course.autograded(r.student, lab) / f"{lab}.ipynb").exists():
+            body, problem = _render_limited(course, lab, r.student, show_hidden, timeout_s)
+            if problem:
+                log.warning("feedback for %s/%s: %s", plain_text(r.student), lab, plain_text(problem, 300))
+                body = _short_page(lab, "The graded notebook could not be shown here "
+                                        f"({plain_text(problem, 300)}); ask your instructor for it.")
+        else:
+            body = _short_page(lab, "There is no graded notebook to show: see the status above.")
+        banner = _banner(r, lab)
         body, n = re.subn(r"(<body[^>]*>)", lambda m: m.group(1) + banner, body, count=1)
         page.write_text(body if n else banner + body)
         pages.append(page)

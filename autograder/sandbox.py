@@ -1,152 +1,284 @@
-"""Run a submission's executor and kernel in a sandbox.
+"""Run a student's kernel, and nothing else, in a sandbox.
 
-bubblewrap (Debian package ``bubblewrap``): read-only root, a private /tmp,
-no network (loopback only, enough for the kernel's sockets), its own PID
-namespace so everything it started dies with it, and the course's secrets
-(hidden tests in solutions/, the gradebook and other students' files in the
-grading work directory, the submissions folder) replaced by empty folders.
-Resource limits (memory, CPU time, processes, file size, open files) are set
-with ``prlimit`` in both modes. Without bubblewrap, ``rlimits`` applies only
-the limits, with a warning: no isolation.
+The executor (nbclient) and the trusted checks run in the grader; only the
+kernel runs here, and it talks to the executor over Unix sockets (ZeroMQ's
+``ipc`` transport) in a private run folder, the one host folder it can write.
+
+bubblewrap (Debian package ``bubblewrap``) builds the kernel's world from
+nothing: the system's ``/usr`` read-only, the Python environment, the
+course's ``helpers`` and ``datasets`` read-only, a size-limited private
+``/tmp`` as its home and working folder, generated ``/etc`` files (a
+``hosts`` that names the sandbox, so loopback name lookups work), no
+network but its own loopback, its own PID/IPC/UTS namespaces, a cleared
+environment with a short allow-list, and an unprivileged uid (when the
+grader runs as root: the real uid ``nobody`` with no capabilities; else a
+user namespace). No ``.git``, ``solutions/``, gradebook, ``/root`` or host
+socket is there. Per submission, a memory cgroup caps the kernel and all
+its children together and a pids cgroup caps their number; ``prlimit``
+caps CPU time, file size and open files per process.
+
+Without bubblewrap, ``rlimits`` applies only the limits, with a warning.
 """
 from __future__ import annotations
 
 import functools
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import uuid
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-SANDBOX_UID = 1000  # an unprivileged uid inside the user namespace
-# RLIMIT_NPROC does not hold a process tree started by root (measured here: 100
-# forks under a limit of 32 inside bwrap), so where the cgroup v1 pids
-# controller is writable each submission gets its own pids cgroup instead.
-PIDS_CGROUP = Path("/sys/fs/cgroup/pids")
+NOBODY = 65534
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+ENV_ALLOW = ("EFFML_QUICK", "EFFML_SEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+             "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "TRITON_INTERPRET", "LANG", "TZ")
+# /etc entries programs in the kernel read (the dynamic linker, fonts, time zone, MIME types).
+ETC_KEEP = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "alternatives", "fonts", "localtime",
+            "mime.types", "ssl")
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
 
 
 @dataclass
 class Limits:
-    memory_bytes: int = int(os.environ.get("EFFML_MEMORY_LIMIT", 6 * 2**30))
-    cpu_seconds: int = int(os.environ.get("EFFML_CPU_LIMIT", 3600))
-    processes: int = int(os.environ.get("EFFML_PROCESS_LIMIT", 256))
-    file_bytes: int = int(os.environ.get("EFFML_FILE_LIMIT", 512 * 2**20))
+    memory_bytes: int = field(default_factory=lambda: _env_int("EFFML_MEMORY_LIMIT", 6 * 2**30))
+    tmp_bytes: int = field(default_factory=lambda: _env_int("EFFML_DISK_LIMIT", 2**30))
+    cpu_seconds: int = field(default_factory=lambda: _env_int("EFFML_CPU_LIMIT", 3600))
+    processes: int = field(default_factory=lambda: _env_int("EFFML_PROCESS_LIMIT", 256))
+    file_bytes: int = field(default_factory=lambda: _env_int("EFFML_FILE_LIMIT", 512 * 2**20))
     open_files: int = 4096
 
 
 @dataclass
 class Sandbox:
-    kind: str                          # bwrap | rlimits
-    hide: list[Path] = field(default_factory=list)
-    keep: list[Path] = field(default_factory=list)  # read-only paths the child needs (course, venv)
+    """What the kernel may see and use. Serialisable (``to_json``), since the
+    executor child builds the kernel command from it."""
+    kind: str                                           # bwrap | rlimits
+    keep: list[str] = field(default_factory=list)        # read-only paths the kernel needs
     limits: Limits = field(default_factory=Limits)
 
-    def limit_prefix(self) -> list[str]:
-        lim = self.limits
-        return ["prlimit", f"--data={lim.memory_bytes}", f"--cpu={lim.cpu_seconds}",
-                f"--nproc={lim.processes}", f"--fsize={lim.file_bytes}", f"--nofile={lim.open_files}", "--"]
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
 
-    def _pids_cgroup(self, workdir: Path) -> Path | None:
-        if os.geteuid() != 0 or not os.access(PIDS_CGROUP, os.W_OK):
-            return None
-        group = PIDS_CGROUP / f"effml-{abs(hash(str(workdir))):x}-{os.getpid()}"
+    @classmethod
+    def from_json(cls, text: str) -> "Sandbox":
+        d = json.loads(text)
+        return cls(d["kind"], d["keep"], Limits(**d["limits"]))
+
+    # -- one kernel
+
+    def session(self, run_dir: Path) -> "KernelJail":
+        return KernelJail(self, Path(run_dir))
+
+
+class KernelJail:
+    """The sandbox of one kernel: cgroups, the run folder, the command."""
+
+    def __init__(self, sandbox: Sandbox, run_dir: Path):
+        self.sandbox, self.run_dir = sandbox, run_dir
+        self.groups: dict[str, Path] = {}
+        self.uid = NOBODY if os.geteuid() == 0 else os.geteuid()
+
+    def __enter__(self):
+        lim = self.sandbox.limits
+        self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=False)
+        etc = self.run_dir / "etc"
+        etc.mkdir()
+        (etc / "hosts").write_text("127.0.0.1\tlocalhost effml\n::1\tlocalhost ip6-localhost\n")
+        (etc / "hostname").write_text("effml\n")
+        (etc / "nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files\n")
+        (etc / "passwd").write_text(f"student:x:{self.uid}:{self.uid}:student:/tmp/home:/bin/sh\n")
+        (etc / "group").write_text(f"student:x:{self.uid}:\n")
+        for f in etc.iterdir():
+            f.chmod(0o644)
+        etc.chmod(0o755)
+        if os.geteuid() == 0:
+            os.chown(self.run_dir, self.uid, self.uid)  # the kernel creates its sockets here
+        name = f"effml-{uuid.uuid4().hex[:12]}"
+        for controller, settings in (("memory", {"memory.limit_in_bytes": lim.memory_bytes,
+                                                  "memory.memsw.limit_in_bytes": lim.memory_bytes}),
+                                     ("pids", {"pids.max": lim.processes})):
+            group = _make_cgroup(controller, name, settings)
+            if group:
+                self.groups[controller] = group
+        return self
+
+    def __exit__(self, *exc):
+        for group in self.groups.values():
+            _remove_cgroup(group)
+        shutil.rmtree(self.run_dir, ignore_errors=True)  # never follows links
+
+    def memory_exceeded(self) -> bool:
+        group = self.groups.get("memory")
+        if not group:
+            return False
         try:
-            group.mkdir(exist_ok=True)
-            (group / "pids.max").write_text(str(self.limits.processes))
-        except OSError:
-            return None
-        return group
+            oom = (group / "memory.oom_control").read_text()
+            return any(line.split()[-1] != "0" for line in oom.splitlines() if line.startswith("oom_kill "))\
+                or int((group / "memory.failcnt").read_text()) > 0 and "under_oom 1" in oom
+        except (OSError, ValueError, IndexError):
+            return False
 
-    def release(self, workdir: Path) -> None:
-        """Remove the submission's cgroup once everything in it has ended."""
-        group = PIDS_CGROUP / f"effml-{abs(hash(str(Path(workdir).resolve()))):x}-{os.getpid()}"
+    def wrap(self, cmd: list[str]) -> list[str]:
+        """``cmd`` (the kernel) as it runs in this jail."""
+        lim = self.sandbox.limits
+        enter = []
+        if self.groups:
+            script = "; ".join(f"echo $$ > {shlex.quote(str(g / 'cgroup.procs'))}" for g in self.groups.values())
+            enter = ["sh", "-c", script + '; exec "$@"', "effml-enter"]
+        nproc = [] if "pids" in self.groups else [f"--nproc={lim.processes}"]
+        prlimit = ["prlimit", f"--cpu={lim.cpu_seconds}", f"--fsize={lim.file_bytes}",
+                   f"--nofile={lim.open_files}", *nproc]
+        if self.sandbox.kind == "rlimits":
+            return enter + prlimit + ["--"] + cmd
+        if "memory" not in self.groups:  # no cgroup: at least cap each process
+            prlimit.append(f"--data={lim.memory_bytes}")
+        return enter + prlimit + ["--"] + self._bwrap() + ["--"] + self._drop() + cmd
+
+    def _drop(self) -> list[str]:
+        if os.geteuid() != 0:
+            return []
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
+                "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs", "--"]
+
+    def _bwrap(self) -> list[str]:
+        lim = self.sandbox.limits
+        args = ["bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
+                "--unshare-cgroup-try", "--hostname", "effml", "--die-with-parent", "--new-session",
+                "--clearenv"]
+        if os.geteuid() != 0:
+            args += ["--unshare-user", "--uid", str(self.uid), "--gid", str(self.uid)]
+        args += ["--ro-bind", "/usr", "/usr"]
+        for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+            p = Path(top)
+            if p.is_symlink():
+                args += ["--symlink", os.readlink(p), top]
+            elif p.is_dir():
+                args += ["--ro-bind", top, top]
+        args += ["--perms", "0755", "--dir", "/etc"]
+        for name in ETC_KEEP:
+            if Path("/etc", name).exists():
+                args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        for name in ("hosts", "hostname", "nsswitch.conf", "passwd", "group"):
+            args += ["--ro-bind", str(self.run_dir / "etc" / name), f"/etc/{name}"]
+        args += ["--proc", "/proc", "--dev", "/dev"]
+        if Path("/sys/devices/system/cpu").is_dir():  # CPU counts for OpenMP/BLAS
+            args += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
+        args += ["--perms", "01777", "--size", str(lim.tmp_bytes), "--tmpfs", "/tmp"]
+        keep = [p for p in sorted({str(Path(p).resolve()) for p in self.sandbox.keep}) if Path(p).exists()]
+        # bwrap makes missing parents mode 0700 (root's): the kernel's uid must traverse them.
+        parents = sorted({str(a) for p in keep + [str(self.run_dir)] for a in Path(p).parents
+                          if str(a) not in ("/", "/tmp", "/usr")}, key=lambda a: a.count("/"))
+        for parent in parents:
+            args += ["--perms", "0755", "--dir", parent]
+        for path in keep:
+            args += ["--ro-bind", path, path]
+        args += ["--bind", str(self.run_dir), str(self.run_dir),
+                 "--perms", "01777", "--dir", "/tmp/home", "--perms", "01777", "--dir", "/tmp/work",
+                 "--chdir", "/tmp/work"]
+        env = {"HOME": "/tmp/home", "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+               "TMPDIR": "/tmp", "LANG": "C.UTF-8", "PYTHONUNBUFFERED": "1", "PYTHONNOUSERSITE": "1",
+               "JUPYTER_RUNTIME_DIR": "/tmp/home/.jupyter-runtime", "JUPYTER_DATA_DIR": "/tmp/home/.jupyter",
+               "IPYTHONDIR": "/tmp/home/.ipython", "MPLCONFIGDIR": "/tmp/home/.mpl",
+               "EFFML_CACHE_DIR": "/tmp/home/.effml-cache", "XDG_CACHE_HOME": "/tmp/home/.cache",
+               "TRITON_CACHE_DIR": "/tmp/home/.triton", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        env.update({k: os.environ[k] for k in ENV_ALLOW if k in os.environ})
+        for key, value in env.items():
+            args += ["--setenv", key, value]
+        return args
+
+
+def _make_cgroup(controller: str, name: str, settings: dict) -> Path | None:
+    base = CGROUP_ROOT / controller
+    if os.geteuid() != 0 or not os.access(base, os.W_OK):
+        return None
+    group = base / name
+    try:
+        group.mkdir()
+    except OSError:
+        return None
+    for key, value in settings.items():
         try:
-            group.rmdir()
+            (group / key).write_text(str(value))
         except OSError:
-            pass
+            if key == "memory.limit_in_bytes" or key == "pids.max":
+                _remove_cgroup(group)
+                return None
+    return group
 
-    def __call__(self, cmd: list[str], workdir: Path) -> list[str]:
-        workdir = Path(workdir).resolve()
-        group = self._pids_cgroup(workdir)
-        enter = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(group)] if group else []
-        if self.kind == "rlimits":
-            return enter + self.limit_prefix() + cmd
-        args = enter + ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        # The private /tmp must not hide the course or its interpreter (a CI clone often lives in /tmp).
-        for path in sorted({Path(p).resolve() for p in self.keep}):
-            if path.is_relative_to("/tmp"):
-                args += ["--ro-bind", str(path), str(path)]
-        for path in self.hide:
-            if path.exists():
-                args += ["--tmpfs", str(path.resolve())]
-        # Bound after the hiding tmpfs mounts, so a work dir inside a hidden folder is still visible.
-        args += ["--bind", str(workdir), str(workdir),
-                 "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                 "--unshare-user", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-                 "--die-with-parent", "--new-session",
-                 "--setenv", "HOME", "/tmp/home",
-                 "--setenv", "JUPYTER_RUNTIME_DIR", "/tmp/jupyter-runtime",
-                 "--setenv", "JUPYTER_DATA_DIR", "/tmp/jupyter-data",
-                 "--setenv", "IPYTHONDIR", "/tmp/ipython",
-                 "--setenv", "MPLCONFIGDIR", "/tmp/mpl",
-                 "--setenv", "EFFML_CACHE_DIR", "/tmp/effml-cache",
-                 "--chdir", str(workdir)]
-        return args + self.limit_prefix() + cmd
+
+def _remove_cgroup(group: Path) -> None:
+    try:
+        group.rmdir()
+    except OSError:
+        pass
+
+
+def reap_stale_cgroups() -> None:
+    """Remove empty cgroups that killed grading runs left behind."""
+    for controller in ("memory", "pids"):
+        base = CGROUP_ROOT / controller
+        if os.access(base, os.W_OK):
+            for group in base.glob("effml-*"):
+                _remove_cgroup(group)  # fails, harmlessly, while processes remain
 
 
 @functools.lru_cache(maxsize=1)
-def _interpreter_paths() -> list[Path]:
-    """The venv and the Python it was made from: the sandboxed child runs them."""
-    return [Path(sys.prefix), Path(sys.base_prefix)]
+def _interpreter_paths() -> list[str]:
+    """The venv and the Python it was made from: the kernel runs them."""
+    return sorted({str(Path(sys.prefix).resolve()), str(Path(sys.base_prefix).resolve())})
 
 
-def bwrap_works() -> bool:
-    """bubblewrap is installed and can create the namespaces we ask for here."""
-    if not shutil.which("bwrap"):
+def kernel_keep(course_root: Path) -> list[str]:
+    """What a kernel needs of the course: the environment, ``helpers`` and
+    the checkpoints in ``datasets`` (not the solutions, the gradebook, .git)."""
+    root = Path(course_root).resolve()
+    return _interpreter_paths() + [str(root / "helpers"), str(root / "datasets")]
+
+
+@functools.lru_cache(maxsize=4)
+def bwrap_works(course_root: str | None = None) -> bool:
+    """bubblewrap is installed and can build the jail here."""
+    if not shutil.which("bwrap") or not shutil.which("prlimit"):
         return False
     import tempfile
 
-    keep = _interpreter_paths() + [Path(__file__).resolve().parent.parent]
-    with tempfile.TemporaryDirectory() as work:
-        probe = Sandbox("bwrap", keep=keep)([sys.executable, "-c", "import autograder; print('ok')"], Path(work))
-        try:
-            out = subprocess.run(probe, capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-    return out.returncode == 0 and out.stdout.strip() == "ok"
-
-
-def _reap_stale_cgroups() -> None:
-    """Remove the empty cgroups of grading processes that were killed before cleaning up."""
-    if not os.access(PIDS_CGROUP, os.W_OK):
-        return
-    for group in PIDS_CGROUP.glob("effml-*-*"):
-        owner = group.name.rsplit("-", 1)[-1]
-        if owner.isdigit() and not Path(f"/proc/{owner}").exists():
+    root = Path(course_root) if course_root else Path(__file__).resolve().parent.parent
+    sandbox = Sandbox("bwrap", keep=kernel_keep(root))
+    with tempfile.TemporaryDirectory(prefix="effml-probe-") as tmp:
+        with sandbox.session(Path(tmp) / "run") as jail:
+            cmd = jail.wrap([sys.executable, "-c", "import helpers, os; print('ok', os.getuid())"])
             try:
-                group.rmdir()
-            except OSError:
-                pass
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+            except (OSError, subprocess.TimeoutExpired):
+                return False
+    return out.returncode == 0 and out.stdout.split()[:1] == ["ok"]
 
 
-def make_sandbox(kind: str, course, extra_hide: list[Path] | None = None) -> Sandbox | None:
+def make_sandbox(kind: str, course, extra_hide=None) -> Sandbox | None:
     """``auto``: bubblewrap where it works, else resource limits with a
-    warning; ``none``: run on the host (trusted notebooks only)."""
+    warning; ``none``: run on the host (trusted notebooks only).
+    ``extra_hide`` is accepted for compatibility: the jail shows only what
+    it lists, so nothing else needs hiding."""
     if kind == "none":
         return None
-    # Hidden tests, every gradebook and submission folder the course keeps, and the caller's extras.
-    hide = [course.solutions, course.workdir, course.root / "grading", course.root / "samples"] + list(extra_hide or [])
+    reap_stale_cgroups()
     if kind in ("auto", "bwrap"):
-        if bwrap_works():
-            return Sandbox("bwrap", hide, keep=[course.root] + _interpreter_paths())
+        if bwrap_works(str(course.root)):
+            return Sandbox("bwrap", keep=kernel_keep(course.root))
         if kind == "bwrap":
             raise SystemExit("bubblewrap is not usable here: install the Debian package `bubblewrap` "
                              "(`make venv` does), or pass --sandbox rlimits")
-        warnings.warn("bubblewrap is not installed or not usable: submissions run with resource limits "
+        warnings.warn("bubblewrap is not installed or not usable: kernels run with resource limits "
                       "only, NOT isolated from the course files or the network. Install `bubblewrap`.",
                       stacklevel=2)
     if not shutil.which("prlimit"):
         raise SystemExit("prlimit (util-linux) is missing: cannot apply resource limits")
-    return Sandbox("rlimits", hide)
+    return Sandbox("rlimits", keep=[])

@@ -4,6 +4,8 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 
+from .sanitize import plain_text
+
 
 def summarize(results, wall_s: float, course=None) -> str:
     if not results:
@@ -17,12 +19,17 @@ def summarize(results, wall_s: float, course=None) -> str:
         lines.append(f"time per submission: median {statistics.median(per):.1f} s, max {max(per):.1f} s"
                      + (f"; grading overhead beyond execution: median {statistics.median(over):.2f} s" if over else ""))
     by_status = Counter(r.status for r in results)
-    lines.append("status: " + ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())))
+    lines.append("status: " + ", ".join(f"{plain_text(k, 40)} {v}" for k, v in sorted(by_status.items())))
     for lab in sorted({r.lab for r in results}):
         scores = [r.auto_score for r in results if r.lab == lab]
         top = max(r.auto_max for r in results if r.lab == lab)
-        lines.append(f"{lab}: mean {statistics.mean(scores):.1f}/{top:g}, median {statistics.median(scores):g}, "
-                     f"min {min(scores):g}, max {max(scores):g}")
+        lines.append(f"{plain_text(lab, 40)}: mean {statistics.mean(scores):.1f}/{top:g}, "
+                     f"median {statistics.median(scores):g}, min {min(scores):g}, max {max(scores):g} "
+                     "(automatic points)")
+        pending = sum(1 for r in results if r.lab == lab and r.manual_pending)
+        if pending:
+            lines.append(f"  manual grading pending for {pending} submission(s): grade the written answers "
+                         "in Formgrader; `effml gradebook` then shows the totals")
         if course is not None:
             path = plot_distribution(results, lab, course.workdir / "reports" / f"scores_{lab}.png")
             lines.append(f"  score distribution: {path}")
