@@ -305,7 +305,7 @@ def _kernel_transport(km, kc, log):
     def send(request: dict, timeout: float) -> str:
         mime = f"application/x-effml-{_uuid.uuid4().hex}+json"
         code = (KERNEL_SOURCE + f"\n__effml_call({json.dumps(json.dumps(request))}, {mime!r})\n"
-                "del __effml_call\n")
+                "del __effml_call, __effml_answer\n")
         msg_id = kc.execute(code, silent=False, store_history=False, allow_stdin=False)
         deadline = time.monotonic() + timeout
         answer = None

@@ -227,7 +227,10 @@ def render_feedback(course: Course, lab: str, student: str, show_hidden: bool = 
     nb = nbformat.read(course.autograded(student, lab) / f"{lab}.ipynb", as_version=4)
     nb, _ = untrusted_outputs(nb, {})
     nb = prepare_feedback_notebook(nb, show_hidden)
-    resources = {"nbgrader": {"db_url": course.db_url, "assignment": lab, "notebook": lab, "student": student}}
+    from jupyter_core.paths import jupyter_config_dir
+
+    resources = {"nbgrader": {"db_url": course.db_url, "assignment": lab, "notebook": lab, "student": student},
+                 "config_dir": jupyter_config_dir()}  # where CSSHTMLHeaderPreprocessor looks for custom.css
     for pp in (GetGrades(), CSSHTMLHeaderPreprocessor()):
         pp.log.setLevel(logging.ERROR)
         nb, resources = pp.preprocess(nb, resources)

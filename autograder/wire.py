@@ -212,11 +212,13 @@ class StudentError(Exception):
 # (when the value is a tensor) are used; the request is a JSON string literal.
 KERNEL_SOURCE = r'''
 def __effml_call(request, mime):
-    import base64, io, json, sys, traceback
-    import builtins as _b
     from IPython import get_ipython
     from IPython.display import publish_display_data
-    ns = get_ipython().user_ns
+    publish_display_data({mime: __effml_answer(request, get_ipython().user_ns)})
+
+
+def __effml_answer(request, ns):
+    import base64, io, json, sys, traceback
 
     def npy(arr):
         import numpy as np
@@ -333,5 +335,8 @@ def __effml_call(request, mime):
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" (line {tb[-1].lineno})" if tb else ""
         payload = {"$error": f"{type(exc).__name__}: {exc}"[:1500] + where}
-    publish_display_data({mime: json.dumps(payload)})
+    try:
+        return json.dumps(payload)
+    except (TypeError, ValueError) as exc:
+        return json.dumps({"$error": f"the result could not be sent: {exc}"[:500]})
 '''

@@ -420,9 +420,9 @@ def test_formgrader_renders_student_notebooks_sanitised(tmp_path):
     config.HTMLExporter.extra_template_basedirs = [handlers.template_path]
     exporter = HTMLExporter(config=config)
     nb = nbformat.v4.new_notebook(cells=_malicious_cells())
-    page, _ = exporter.from_notebook_node(nb, resources={"nbgrader": {
-        "notebook": LAB, "assignment": LAB, "student": "mallory", "index": 0, "total": 1,
-        "base_url": "", "my_url": "", "prev_url": None, "next_url": None, "score": 0, "max_score": 100}})
+    page, _ = exporter.from_notebook_node(nb, resources={  # what formgrader's SubmissionHandler passes
+        "assignment_id": LAB, "notebook_id": LAB, "submission_id": "1", "index": 0, "total": 1, "base_url": "",
+        "student": "mallory", "last_name": None, "first_name": None, "notebook_path": f"{LAB}.ipynb"})
     body = page[page.index("<body"):]
     assert "alert('md')" not in re.sub(r"&lt;script&gt;alert\('md'\)", "", body)
     assert "<script>alert(" not in body and "alert('js')" not in body

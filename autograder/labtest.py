@@ -1,0 +1,105 @@
+"""Test a lab's trusted checks without a kernel: the lab's own tests
+(``solutions/<lab>/test_<lab>.py``) use this to prove that each task's
+check passes the reference solution and fails typical wrong implementations.
+
+``LabHarness(lab, preamble)`` executes the preamble (which stands in for the
+notebook's locked set-up cells: small data, a tiny model) and the lab's
+solution cells in a fresh namespace, then runs a task's check against that
+namespace through the same wire code the kernel uses
+(``wire.KERNEL_SOURCE``), so arguments and results cross as plain data
+exactly as in grading. A *mistake* swaps one fragment of one solution cell::
+
+    harness = LabHarness("lab00_basics", PREAMBLE)
+    assert harness.outcome("task_1_1_output_size").passed
+    assert not harness.outcome("task_1_1_output_size",
+                               patch=("task_1_1_output_size_code", "// stride", "/ stride")).passed
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import nbformat
+
+from .course import Course
+from .trusted import Student, TaskOutcome, load_checks, run_checks
+from .wire import KERNEL_SOURCE
+
+
+def local_student(ns: dict) -> Student:
+    """A :class:`Student` over a namespace in this process (the kernel's
+    wire code, without the kernel)."""
+    bridge: dict = {}
+    exec(KERNEL_SOURCE, bridge)  # noqa: S102 - our own source
+    answer = bridge["__effml_answer"]
+
+    def send(request: dict, timeout: float) -> str:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return answer(json.dumps(request), ns)
+
+    return Student(send)
+
+
+class LabHarness:
+    def __init__(self, lab: str, preamble: str = "", course: Course | None = None):
+        self.lab = lab
+        self.course = course or Course()
+        self.preamble = preamble
+        nb = nbformat.read(self.course.solution_notebook(lab), as_version=4)
+        self.cells = []        # (grade_id, source, is a solution cell), in notebook order
+        for cell in nb.cells:
+            meta = cell.metadata.get("nbgrader", {})
+            if cell.cell_type == "code" and (meta.get("solution") or meta.get("grade")):
+                self.cells.append((meta["grade_id"], cell.source, bool(meta.get("solution"))))
+        self.checks = load_checks(self.course.checks_file(lab))
+
+    @property
+    def test_ids(self) -> list[str]:
+        return [gid for gid, _, is_solution in self.cells if not is_solution]
+
+    def namespace(self, patch: tuple[str, str, str] | None = None, extra: str = "") -> dict:
+        """The preamble, every solution cell (``patch`` = (cell, old, new)
+        changes one) and ``extra``, executed in a fresh namespace."""
+        ns: dict = {"__name__": "__main__"}
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            exec(compile(self.preamble, f"<{self.lab}:preamble>", "exec"), ns)  # noqa: S102
+            patched = False
+            for gid, source, is_solution in self.cells:
+                if not is_solution:
+                    continue
+                if patch and gid == patch[0]:
+                    if patch[1] not in source:
+                        raise AssertionError(f"the solution of {gid} no longer contains {patch[1]!r}: "
+                                             "update this mistake")
+                    source, patched = source.replace(patch[1], patch[2]), True
+                exec(compile(source, f"<{self.lab}:{gid}>", "exec"), ns)  # noqa: S102
+            if patch and not patched:
+                raise AssertionError(f"{self.lab} has no solution cell {patch[0]}")
+            if extra:
+                exec(compile(extra, f"<{self.lab}:extra>", "exec"), ns)  # noqa: S102
+        return ns
+
+    def outcome(self, grade_id: str, patch: tuple[str, str, str] | None = None, extra: str = "") -> TaskOutcome:
+        """The trusted check of ``grade_id`` against the (patched) solution."""
+        if grade_id not in self.checks:
+            raise AssertionError(f"{self.lab}: grader.py has no check for {grade_id}")
+        student = local_student(self.namespace(patch, extra))
+        return run_checks({grade_id: self.checks[grade_id]}, student, [grade_id])[grade_id]
+
+
+def cases(table: dict) -> list:
+    """``pytest.param`` per entry of a MISTAKES/ALTERNATIVES table (whose
+    values end with the test cell's grade id), marked with that task
+    (``-m task_1_2``)."""
+    import re
+
+    import pytest
+
+    out = []
+    for name, spec in table.items():
+        m = re.match(r"^task_(\d+)_(\d+)", spec[-1])
+        marks = [getattr(pytest.mark, f"task_{m.group(1)}_{m.group(2)}")] if m else []
+        out.append(pytest.param(name, marks=marks, id=name))
+    return out
