@@ -400,6 +400,8 @@ def _child_main(argv=None) -> int:
     if args.sandbox:
         import uuid as _uuid
 
+        os.environ["EFFML_SANDBOX"] = args.sandbox  # checks that run code in a jail of their own (run_jailed)
+
         jail = stack.enter_context(Sandbox.from_json(args.sandbox).session(
             Path("/tmp") / f"effml-{_uuid.uuid4().hex[:16]}"))
         km_class = _kernel_manager_class()

@@ -33,7 +33,7 @@ from typing import Callable
 from .wire import ModuleSpec, ModuleState, Ref, StudentError, WireError
 
 __all__ = ["task", "Student", "Ref", "ModuleSpec", "ModuleState", "StudentError", "WireError",
-           "CallTimeout", "load_checks", "run_checks", "CHECKS_FILE"]
+           "CallTimeout", "load_checks", "run_checks", "run_jailed", "CHECKS_FILE"]
 
 CHECKS_FILE = "grader.py"
 
@@ -162,3 +162,40 @@ def run_checks(checks: dict[str, Callable], student: Student, grade_ids: list[st
         outcome.seconds = time.monotonic() - start
         outcomes[gid] = outcome
     return outcomes
+
+
+def run_jailed(script: str, payload=None, timeout: float = 300) -> object:
+    """Run ``python -c script`` in a jail of its own (the grading sandbox's
+    settings, ``$EFFML_SANDBOX``; on the host when grading runs without
+    one) with ``payload`` as JSON on stdin; its last stdout line, JSON, is
+    the answer. For checks that must run student code outside the kernel
+    (lab 07 compiles and runs the student's C here): the grader's process
+    never loads it. Raises ``StudentError`` when the script fails."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    cmd = [sys.executable, "-c", script]
+    stdin = json.dumps(payload)
+    try:
+        if os.environ.get("EFFML_SANDBOX"):
+            from .sandbox import Sandbox
+
+            sandbox = Sandbox.from_json(os.environ["EFFML_SANDBOX"])
+            with sandbox.session(Path("/tmp") / f"effml-{uuid.uuid4().hex[:16]}") as jail:
+                proc = subprocess.run(jail.wrap(cmd), input=stdin, capture_output=True, text=True,
+                                      timeout=timeout)
+        else:
+            proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise CallTimeout(f"running your code in isolation took longer than {timeout:g} s") from None
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1][:500]
+        raise StudentError(f"your code failed when run in isolation (exit code {proc.returncode}): {tail}")
+    try:
+        return json.loads(lines[-1])
+    except ValueError:
+        raise WireError("your code's isolated run gave an unreadable answer") from None

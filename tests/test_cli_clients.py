@@ -330,8 +330,9 @@ def _assert_inert(page: str):
     # no event-handler attribute on any element
     for tag in re.findall(r"<[a-zA-Z][^<>]*>", page):
         assert not re.search(r"\son[a-z]+\s*=", tag, re.I), tag
-    assert "alert('js')" not in page and "navbar-fixed-top" not in page
-    assert "<iframe" not in page and "position:fixed" not in page
+    assert "alert('js')" not in page and "<iframe" not in page
+    assert not re.search(r"class=['\"][^'\"]*navbar-fixed-top", page)  # no page-layout classes
+    assert not re.search(r"style=['\"][^'\"]*position:\s*fixed", page)
 
 
 def test_feedback_is_sanitised_hides_hidden_tests_and_counts_manual_points(course):

@@ -372,10 +372,13 @@ def test_symlink_members_are_ignored(tmp_path):
 
 
 def test_an_encrypted_member_is_a_problem(tmp_path):
-    info = zipfile.ZipInfo(f"{LAB}.ipynb")
-    info.flag_bits |= 0x1
-    with zipfile.ZipFile(tmp_path / "alice.zip", "w") as zf:
-        zf.writestr(info, b"\x00" * 12 + NB)
+    path = _zip(tmp_path / "alice.zip", {f"{LAB}.ipynb": b"\x00" * 12 + NB})
+    data = bytearray(path.read_bytes())   # zipfile cannot encrypt: set the flag bit by hand
+    for sig, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        pos = data.find(sig)
+        data[pos + at] |= 0x1
+    path.write_bytes(bytes(data))
+    assert zipfile.ZipFile(path).infolist()[0].flag_bits & 0x1
     subs, _ = collect(tmp_path, LABS)
     assert [(s.student, s.lab, s.data) for s in subs] == [("alice", LAB, None)]
     assert "encrypted" in subs[0].problem
