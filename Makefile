@@ -26,11 +26,13 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/effml demo
 
-# The whole suite: helpers, kernels, autograder end to end, and every lab
-# (solution once via nbval in QUICK mode, blank release, staleness). Two
-# processes; --dist loadfile keeps each notebook's cells together.
+# The whole suite: helpers, kernels, the autograder end to end, every lab's
+# own tests (solutions/<lab>/test_<lab>.py), and every lab's solution and
+# blank release graded once through `effml grade` with the sandbox on. Two
+# processes; --dist loadscope keeps each lab's graded run (a test class) and
+# each module's fixtures on one worker.
 test: venv
-	$(BIN)/python -m pytest tests solutions -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest tests solutions -q -n 2 --dist loadscope
 
 test-fast: venv
 	$(BIN)/python -m pytest tests -q -m "not notebook"

@@ -46,3 +46,16 @@ def pytest_collection_modifyitems(config, items):
             m = _TASK.match(value) if isinstance(value, str) else None
             if m:
                 item.add_marker(getattr(pytest.mark, f"task_{m.group(1)}_{m.group(2)}"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    rows = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for key, value in getattr(report, "user_properties", []):
+                if key == "quick_runtime_s":
+                    rows[value[0]] = value[1:]
+    if rows:
+        terminalreporter.write_sep("-", "QUICK-mode solution runs through `effml grade` (sandboxed)")
+        for lab, (exec_s, check_s) in sorted(rows.items()):
+            terminalreporter.write_line(f"{lab}: notebook {exec_s:.1f} s, trusted checks {check_s:.1f} s")

@@ -5,6 +5,7 @@ import os
 
 from autograder.course import NEVER_RELEASED
 from autograder.release import generate_assignment_preprocessors
+from autograder.report import feedback_preprocessors
 from autograder.sanitize import HTML_FILTERS
 
 c = get_config()  # noqa: F821 - provided by nbgrader
@@ -36,3 +37,6 @@ c.GenerateAssignment.preprocessors = generate_assignment_preprocessors()
 c.HTMLExporter.sanitize_html = True
 c.HTMLExporter.filters = HTML_FILTERS
 c.HTMLExporter.preprocessors = ["autograder.sanitize.untrusted_outputs"]
+# nbgrader's own feedback (`nbgrader generate_feedback`, Formgrader's button):
+# hidden tests removed and long cells cut, as in `effml feedback`.
+c.GenerateFeedback.preprocessors = feedback_preprocessors()

@@ -5,10 +5,7 @@ import argparse
 import json
 import logging
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 from .course import Course, course_root_at, find_course_root
@@ -102,7 +99,7 @@ def cmd_run(args, course: Course) -> int:
     res = execute(src, out, parameters=params, cell_timeout=args.cell_timeout,
                   notebook_timeout=args.timeout, env=env)
     errors = sum(1 for c in res.notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error")
-    print(f"{res.status} in {res.duration_s:.1f} s; {errors} cell(s) with errors" + (f"; {res.reason}" if res.reasons else ""))
+    print(f"{res.status} in {res.duration_s:.1f} s; {errors} cell(s) with errors" + (f"; {plain_text(res.reason, 500)}" if res.reasons else ""))
     return 0 if res.status == "ok" else 1
 
 
@@ -128,58 +125,30 @@ def _progress_printer(total: int):
     return progress, bar
 
 
-@contextmanager
-def _one_student(folder: Path, notebook: Path | None = None):
-    """A scratch folder of submissions holding only ``folder`` (one
-    student's folder), or only ``notebook`` inside a folder named after the
-    student, as links: nothing else is read."""
-    with tempfile.TemporaryDirectory(prefix="effml-") as tmp:
-        link = Path(tmp) / folder.name
-        if notebook is None:
-            link.symlink_to(folder.resolve(), target_is_directory=True)
-        else:
-            link.mkdir()
-            (link / notebook.name).symlink_to(notebook.resolve())
-        yield Path(tmp)
-
-
 def collect_submissions(path: Path, labs: list[str], only: str | None = None):
     """``collect()`` for everything ``effml grade`` accepts: a folder of
     students (``<student>/<lab>.ipynb``, ``<student>.zip``), one student's
-    folder (it holds ``<lab>.ipynb`` itself), one ``<student>.zip``, or one
-    ``<student>/<lab>.ipynb`` file. Raises a one-line error for a path that
-    is none of these."""
+    folder (it holds ``<lab>.ipynb`` itself; collect() recognises it), one
+    ``<student>.zip``, or one ``<student>/<lab>.ipynb`` file. A path that is
+    none of these is a one-line error."""
     from .submissions import collect
 
     if not path.exists():
         raise FileNotFoundError(f"no such file or folder: {path}")
-    lab_files = ", ".join(f"{lab}.ipynb" for lab in labs) or "none"
-    if path.is_file():
-        if path.suffix == ".zip":
-            return collect(path, labs, only)
-        if path.suffix != ".ipynb":
-            raise UserError(f"{path} is not a notebook (.ipynb), a zip (.zip) or a folder")
-        if path.stem not in labs:
-            raise UserError(f"{path.name} is not a lab notebook (expected one of: {lab_files})")
-        if only and path.stem != only:
-            raise UserError(f"{path.name} is not {only}.ipynb")
-        student_dir = path.resolve().parent
-        scratch = _one_student(student_dir, path)
-    elif path.is_dir() and any((path / f"{lab}.ipynb").is_file() for lab in labs):
-        student_dir = path.resolve()
-        scratch = _one_student(student_dir)
-    else:
-        if not path.is_dir():
-            raise UserError(f"{path} is not a notebook (.ipynb), a zip (.zip) or a folder")
+    if path.is_dir() or path.suffix == ".zip":
         return collect(path, labs, only)
-    # One student: collect() on a folder holding just that student, with the
-    # messages naming the real files rather than the scratch folder.
-    with scratch as tmp:
-        subs, warnings = collect(tmp, labs, only)
-        subs = [replace(s, origin=s.origin.replace(str(tmp / student_dir.name), str(student_dir)))
-                for s in subs]
-        warnings = [w.replace(str(tmp), str(student_dir.parent)) for w in warnings]
-    return subs, warnings
+    if path.suffix != ".ipynb" or not path.is_file():
+        raise UserError(f"{path} is not a notebook (.ipynb), a zip (.zip) or a folder")
+    if path.stem not in labs:
+        raise UserError(f"{path.name} is not a lab notebook (expected one of: "
+                        + (", ".join(f"{lab}.ipynb" for lab in labs) or "none") + ")")
+    if only and path.stem != only:
+        raise UserError(f"{path.name} is not {only}.ipynb")
+    # One notebook: its folder is the student's; grade that lab of theirs.
+    subs, warnings = collect(path.parent, labs, path.stem)
+    target = str(path.resolve())
+    mine = [s for s in subs if s.origin == target] or subs[:1]
+    return mine, warnings
 
 
 def cmd_grade(args, course: Course) -> int:
@@ -202,9 +171,14 @@ def cmd_grade(args, course: Course) -> int:
     start = time.monotonic()
     results = grade(course, subs, options, progress=progress)
     bar.close()
+    from nbgrader.api import MissingEntry
+
     for r in results:
         if r.resumed:  # saved earlier: manual grades may have been given since
-            _finish_totals(course, r)
+            try:
+                _finish_totals(course, r)
+            except MissingEntry:
+                pass
     print(format_table(results))
     from .summary import summarize
     print(summarize(results, time.monotonic() - start, course))

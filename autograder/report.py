@@ -201,6 +201,23 @@ def prepare_feedback_notebook(nb, show_hidden: bool = False):
     return nb
 
 
+def feedback_preprocessors() -> list:
+    """nbgrader's GenerateFeedback pipeline plus the feedback copy above
+    (hidden tests out, sizes cut), for ``nbgrader generate_feedback`` and
+    Formgrader's "generate feedback" button (see nbgrader_config.py)."""
+    from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor, Preprocessor
+    from nbgrader.preprocessors import GetGrades
+
+    class FeedbackCopy(Preprocessor):
+        """Hidden tests removed and every cell cut to a size that renders quickly."""
+
+        def preprocess(self, nb, resources):
+            nb, resources = untrusted_outputs(nb, resources)
+            return prepare_feedback_notebook(nb), resources
+
+    return [GetGrades, CSSHTMLHeaderPreprocessor, FeedbackCopy]  # nbgrader's default, then ours
+
+
 def _exporter():
     """nbgrader's feedback template on nbconvert's HTMLExporter, with the
     HTML of markdown cells and outputs sanitised (autograder.sanitize)."""

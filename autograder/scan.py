@@ -169,6 +169,7 @@ _IPYTHON_HOOKS_ANYWHERE = {"set_custom_exc", "input_transformers_cleanup", "inpu
                            "set_hook", "register_magic_function", "register_magics", "custom_exceptions"}
 _SAFE_LINE_MAGICS = {"matplotlib", "time", "timeit", "autoreload"}
 _CODE_MAGICS = {"time", "timeit"}         # their argument is Python code: scanned too
+_CODE_CELL_MAGICS = _CODE_MAGICS | {"capture"}
 _SHELL_MAGICS = {"system", "sx", "sc", "bash", "sh", "script", "perl", "ruby", "python", "python2", "python3",
                  "pypy", "!"}
 _DYNAMIC_CODE = {"eval", "exec", "compile", "builtins.eval", "builtins.exec", "builtins.compile"}
@@ -258,25 +259,49 @@ class _Names:
         self.aliases.setdefault(name, target)
         self.modules.add(name)
 
-    def add_assignments(self, tree) -> None:
+    def add_assignments(self, trees) -> None:
         """``s = sys``, ``ip = get_ipython()``, ``m = __import__("os")``: the
-        name stands for what it was assigned."""
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)):
-                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-                value = node.value
-                if value is None or not isinstance(value, (ast.Name, ast.Attribute, ast.Call)):
-                    continue
-                q = self.resolve(value)
-                root = self.root(value)
-                if q is None or not (q == "get_ipython()" or q.startswith("get_ipython().")
-                                     or (root is not None and root in self.modules)
-                                     or q.split(".")[0] in _STDLIB or q in _DYNAMIC_CODE | _DYNAMIC_IMPORT):
-                    continue
-                for t in targets:
-                    if isinstance(t, ast.Name) and t.id not in self.aliases:
-                        self.aliases[t.id] = q
-                        self.modules.add(t.id)
+        name stands for what it was assigned, when every binding of the name
+        is such an assignment (``x = np.float32`` here and ``x = Net()``
+        there makes ``x`` an ordinary variable)."""
+        stores: dict[str, int] = {}
+        for tree in trees:
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                    stores[node.id] = stores.get(node.id, 0) + 1
+                elif isinstance(node, ast.arg):
+                    stores[node.arg] = stores.get(node.arg, 0) + 1
+                elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    stores[node.name] = stores.get(node.name, 0) + 1
+        for _ in range(2):  # twice: ``a = sys`` then ``b = a``
+            found: dict[str, list[str]] = {}
+            for tree in trees:
+                for node in ast.walk(tree):
+                    if not isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)):
+                        continue
+                    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                    q = self._module_value(node.value)
+                    if q is None:
+                        continue
+                    for t in targets:
+                        if isinstance(t, ast.Name) and t.id not in self.modules:
+                            found.setdefault(t.id, []).append(q)
+            for name, values in found.items():
+                if len(values) == stores.get(name, 0):
+                    self.aliases[name] = values[0]
+                    self.modules.add(name)
+
+    def _module_value(self, value) -> str | None:
+        if value is None or not isinstance(value, (ast.Name, ast.Attribute, ast.Call)):
+            return None
+        q = self.resolve(value)
+        if q is None:
+            return None
+        root = self.root(value)
+        if (q == "get_ipython()" or q.startswith("get_ipython().") or (root is not None and root in self.modules)
+                or q.split(".")[0] in _STDLIB or q in _DYNAMIC_CODE | _DYNAMIC_IMPORT):
+            return q
+        return None
 
     def root(self, node) -> str | None:
         while isinstance(node, ast.Attribute):
@@ -477,9 +502,9 @@ class _Scan:
             if name in _SHELL_MAGICS:
                 self.add("shell", shown, line)
                 return
-            if cell and name in _CODE_MAGICS:
-                if rest:
-                    self.nested(rest, line - 1, depth)
+            if cell and name in _CODE_CELL_MAGICS:
+                if rest and name in _CODE_MAGICS:          # %%timeit's line is setup code
+                    self.nested(_strip_timeit_options(rest), line - 1, depth)
                 body = args[2] if len(args) > 2 else None
                 if body is not None:
                     self.nested(body, line, depth)        # the body starts on the line after %%time
@@ -710,10 +735,16 @@ def _normal(src: str) -> str:
     return "\n".join(line.rstrip() for line in src.strip("\n").split("\n")).rstrip()
 
 
-def _code_cells(nb):
+def _cells(nb):
     cells = nb.get("cells", []) if hasattr(nb, "get") else []
     for i, cell in enumerate(cells if isinstance(cells, list) else []):
-        if hasattr(cell, "get") and cell.get("cell_type") == "code":
+        if hasattr(cell, "get"):
+            yield i, cell
+
+
+def _code_cells(nb):
+    for i, cell in _cells(nb):
+        if cell.get("cell_type") == "code":
             yield i, cell
 
 
@@ -728,19 +759,40 @@ def _allowed(release_nb) -> set[str]:
 def cells_to_scan(nb, release_nb) -> list[int]:
     """Indices of the code cells the student wrote or changed: solution cells,
     cells whose source differs from the release's cell with the same grade_id,
-    and cells without a grade_id whose source is not in the release."""
-    by_id, sources = {}, set()
-    for _, cell in _code_cells(release_nb):
+    and cells without a grade_id whose source is not in the release.
+
+    A cell carrying the grade_id of a locked cell of the release is the
+    instructor's, whatever its source: the grader overwrites it from the
+    gradebook before anything runs (after which it holds the hidden tests,
+    so it differs from the release). Only when the id appears more than once
+    (nbgrader then strips all but one copy, which run as plain cells) are
+    the copies scanned like any other cell."""
+    by_id, sources, locked, solutions = {}, set(), set(), set()
+    for _, cell in _cells(release_nb):
+        gid = _grade_id(cell)
+        meta = _nbgrader(cell)
+        if gid is not None and meta.get("locked"):
+            locked.add(gid)
+        if cell.get("cell_type") != "code":
+            continue
         src = _normal(_source(cell))
         sources.add(src)
-        gid = _grade_id(cell)
         if gid is not None:
             by_id.setdefault(gid, src)
+            if meta.get("solution"):
+                solutions.add(gid)
+    count: dict[str, int] = {}
+    for _, cell in _cells(nb):
+        gid = _grade_id(cell)
+        if gid is not None:
+            count[gid] = count.get(gid, 0) + 1
     out = []
     for i, cell in _code_cells(nb):
         src = _normal(_source(cell))
         gid = _grade_id(cell)
-        if _nbgrader(cell).get("solution"):
+        if gid in locked and count[gid] == 1:
+            continue
+        if _nbgrader(cell).get("solution") or gid in solutions:
             out.append(i)
         elif gid is not None:
             if by_id.get(gid) != src:
@@ -769,11 +821,10 @@ def scan_notebook(nb, release_nb) -> list[Finding]:
             except RecursionError:
                 continue
             trees[(which, i)] = tree
-    for tree in trees.values():
-        try:
-            names.add_assignments(tree)
-        except RecursionError:
-            continue
+    try:
+        names.add_assignments(list(trees.values()))
+    except RecursionError:
+        pass
     cells = nb.get("cells", []) if hasattr(nb, "get") else []
     findings: list[Finding] = []
     for i in cells_to_scan(nb, release_nb):

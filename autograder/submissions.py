@@ -40,6 +40,7 @@ MAX_ZIP_MEMBERS = 10_000
 MAX_RATIO = 100                       # compression ratio, for members above RATIO_MIN_BYTES
 RATIO_MIN_BYTES = MIB
 MAX_FILES_WALKED = 100_000            # entries looked at in one student's folder
+MAX_DEPTH = 16                        # folder levels looked into below a student's folder
 _CHUNK = MIB
 _IGNORED_DIRS = {"__MACOSX", ".ipynb_checkpoints"}
 
@@ -161,11 +162,23 @@ def _from_folder(student: str, folder: Path, labs: list[str], only: str | None,
                  warnings: list[str]) -> list[Submission]:
     """Every ``<lab>.ipynb`` in the folder and below it, without following links."""
     got: list[Submission] = []
+    try:
+        _walk(student, folder, labs, only, warnings, got)
+    except (OSError, RecursionError) as exc:
+        warnings.append(f"{student}: stopped looking in {folder.name}: {exc}")
+    return got
+
+
+def _walk(student: str, folder: Path, labs: list[str], only: str | None, warnings: list[str],
+          got: list[Submission]) -> None:
     seen = 0
     walk = os.fwalk(folder, follow_symlinks=False, onerror=lambda exc: warnings.append(
         f"{student}: skipped {exc.filename}: {exc.strerror}"))
     for dirpath, dirnames, filenames, dir_fd in walk:
         rel = Path(dirpath).relative_to(folder)
+        if len(rel.parts) >= MAX_DEPTH and dirnames:
+            warnings.append(f"{student}: did not look below {folder.name}/{rel}: more than {MAX_DEPTH} levels deep")
+            dirnames[:] = []
         keep = []
         for d in sorted(dirnames):
             if d in _IGNORED_DIRS:
@@ -179,12 +192,13 @@ def _from_folder(student: str, folder: Path, labs: list[str], only: str | None,
                 continue
             keep.append(d)
         dirnames[:] = keep
+        seen += len(dirnames)
         for f in sorted(filenames):
             seen += 1
             if seen > MAX_FILES_WALKED:
-                warnings.append(f"{student}: stopped looking after {MAX_FILES_WALKED} files in {folder.name}")
+                warnings.append(f"{student}: stopped looking after {MAX_FILES_WALKED} entries in {folder.name}")
                 dirnames[:] = []
-                return got
+                return
             lab = _lab_of(f, labs)
             shown = f"{folder.name}/{rel / f}"
             try:
@@ -200,7 +214,6 @@ def _from_folder(student: str, folder: Path, labs: list[str], only: str | None,
                 got.append(_read_notebook(student, lab, f, dir_fd, str(Path(dirpath) / f)))
             except _NotRegular as exc:
                 warnings.append(f"{student}: skipped {shown}: {exc}")
-    return got
 
 
 # ---------------------------------------------------------------- zips

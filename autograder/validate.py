@@ -1,10 +1,10 @@
-"""Check a lab against the lab contract: the solution executed in QUICK mode
+"""Check a lab against the lab contract: the solution graded in QUICK mode
 scores full marks, the released blank scores 0, points total 100, every task
-id agrees between grade id, heading and stub."""
+id agrees between grade id, heading and stub. Grading is the production
+path (``effml grade``), so what validate says is what students get."""
 from __future__ import annotations
 
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 
 from .course import Course
-from .execute import DEFAULT_CELL_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, ExecResult, execute
+from .execute import ExecResult
 from .release import generate_assignment
 from .scoring import CellScore, score_cells, totals
 
@@ -63,41 +63,49 @@ def static_problems(nb) -> list[str]:
     return problems
 
 
-def _run(nb_path: Path, workdir: Path, cell_timeout: int, nb_timeout: int) -> ExecResult:
-    return execute(nb_path, workdir / (nb_path.stem + ".executed.ipynb"),
-                   parameters={"QUICK": True, "SEED": 0}, cell_timeout=cell_timeout,
-                   notebook_timeout=nb_timeout, cwd=nb_path.parent,
-                   env={"EFFML_QUICK": "1", "EFFML_SEED": "0"})
+def validate(course: Course, lab: str, *, run_solution: bool = True, run_blank: bool = True,
+             sandbox: str = "auto") -> LabReport:
+    """Grade the solution and the blank release through the production path
+    (``autograder.grade``: the kernel in the sandbox, the trusted checks in
+    the grader) in a scratch work directory, and report per task."""
+    from .grade import GradeOptions, grade
+    from .sandbox import make_sandbox
+    from .submissions import Submission
 
-
-def validate(course: Course, lab: str, *, run_solution: bool = True, run_blank: bool = True) -> LabReport:
     course.check_lab(lab)
     report = LabReport(lab)
     source = nbformat.read(course.solution_notebook(lab), as_version=4)
     report.problems += static_problems(source)
-    limits = dict(source.metadata.get("effml", {}))
-    cell_timeout = limits.get("cell_timeout", DEFAULT_CELL_TIMEOUT)
-    nb_timeout = limits.get("notebook_timeout", DEFAULT_NOTEBOOK_TIMEOUT)
+    if not course.checks_file(lab).is_file():
+        report.problems.append(f"no trusted checks: solutions/{lab}/grader.py is missing")
+        return report
     with tempfile.TemporaryDirectory(prefix=f"effml-validate-{lab}-") as tmp:
         tmp = Path(tmp)
         scratch = Course(root=course.root, workdir=tmp / "work")
         released = generate_assignment(scratch, lab, tmp / "release")
+        subs = []
         if run_solution:
-            sol_dir = tmp / "solution"
-            shutil.copytree(course.solutions / lab, sol_dir)
-            report.solution_run = _run(sol_dir / f"{lab}.ipynb", tmp, cell_timeout, nb_timeout)
-            report.solution = score_cells(report.solution_run.notebook)
-            for r in report.solution:
-                if not r.manual and r.score != r.max_score:
-                    report.problems.append(f"solution scores {r.score:g}/{r.max_score:g} on {r.grade_id}: {r.message}")
-            if report.solution_run.status not in ("ok",):
-                report.problems.append(f"solution run: {report.solution_run.status} {report.solution_run.reason}")
+            subs.append(Submission("solution", lab, course.solution_notebook(lab).read_bytes(), "solutions/"))
         if run_blank:
-            report.blank_run = _run(released, tmp, cell_timeout, nb_timeout)
-            report.blank = score_cells(report.blank_run.notebook)
-            for r in report.blank:
-                if (r.score or 0) != 0:
-                    report.problems.append(f"the blank release scores {r.score:g} on {r.grade_id}")
+            subs.append(Submission("blank", lab, released.read_bytes(), "release"))
+        results = {r.student: r for r in grade(scratch, subs, GradeOptions(sandbox=make_sandbox(sandbox, scratch)))}
+        for who in results:
+            nb = nbformat.read(scratch.autograded(who, lab) / f"{lab}.ipynb", as_version=4)
+            run = ExecResult(results[who].status, results[who].exec_s, results[who].reasons, nb)
+            rows = score_cells(nb)
+            if who == "solution":
+                report.solution_run, report.solution = run, rows
+                for r in rows:
+                    if not r.manual and r.score != r.max_score:
+                        report.problems.append(f"solution scores {r.score:g}/{r.max_score:g} on {r.grade_id}: "
+                                               f"{r.message}")
+                if run.status != "ok":
+                    report.problems.append(f"solution run: {run.status} {run.reason}")
+            else:
+                report.blank_run, report.blank = run, rows
+                for r in rows:
+                    if not r.manual and (r.score or 0) != 0:
+                        report.problems.append(f"the blank release scores {r.score:g} on {r.grade_id}")
     return report
 
 

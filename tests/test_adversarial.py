@@ -1,91 +1,304 @@
-"""Hostile submissions (samples/adversarial/) graded in one batch with the
-sandbox: each gets its expected score and reason, and none harms the others
-or the course."""
+"""Attacks on the grader (tests/adversarial/attacks.py), graded in one batch
+per lab through ``autograder.grade`` with the sandbox on, on lab 00 and on
+an LLM lab (lab 08).
+
+- A notebook that does not do the work (blank release or wrong answers) plus
+  any cheat earns 0 points.
+- A full-marks notebook plus any escape keeps its marks where its kernel
+  survives, leaks nothing (the probe prints what it could see), writes
+  nothing outside its jail, harms no other student (a control submission in
+  the same batch scores full marks), and the batch finishes.
+- Hostile submission files (a zip bomb, a symlinked student folder, a FIFO
+  posing as a notebook) are refused at collection with a reason.
+"""
 from __future__ import annotations
 
+import ast
+import csv
 import hashlib
 import json
+import os
+import re
+import stat
+import time
+import zipfile
+from pathlib import Path
 
+import nbformat
 import pytest
 
+from adversarial.attacks import ATTACKS, INJECTED_MARKDOWN, PWNED
 from autograder.course import Course
-from autograder.demo import check_expected
 from autograder.grade import GradeOptions, grade
 from autograder.sandbox import bwrap_works, make_sandbox
 from autograder.submissions import collect
 
 ROOT = Course().root
-LAB = "lab00_basics"
-FIXTURES = ROOT / "samples" / "adversarial"
-EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
+CANARY = "EFFML_CANARY_SECRET"
 
 pytestmark = pytest.mark.notebook
 
 
-def _digest(paths):
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+def _gid(cell) -> str:
+    return cell.metadata.get("nbgrader", {}).get("grade_id", "")
 
 
-@pytest.fixture(scope="module")
-def batch(tmp_path_factory):
-    assert bwrap_works(), "bubblewrap is required for these tests: `make venv` installs it"
-    course = Course(workdir=tmp_path_factory.mktemp("adversarial"))
-    protected = [ROOT / "helpers" / "checks.py", course.solution_notebook(LAB), course.release_notebook(LAB)]
-    before = _digest(protected)
-    subs, warnings = collect(FIXTURES / LAB, course.labs(), LAB)
-    assert warnings == [] and len(subs) == len(EXPECTED[LAB])
-    sandbox = make_sandbox("bwrap", course, [FIXTURES])
-    # The submission that ignores interrupts can only be stopped by the notebook limit: grade it
-    # on its own with a short one (its score is 0 wherever the limit falls), the rest with room.
-    stuck = [s for s in subs if s.student == "ignores_interrupts"]
-    rest = [s for s in subs if s.student != "ignores_interrupts"]
-    results = {r.student: r for r in grade(course, stuck, GradeOptions(cell_timeout=10, notebook_timeout=45,
-                                                                        sandbox=sandbox))}
-    options = GradeOptions(workers=2, cell_timeout=120, notebook_timeout=900, sandbox=sandbox)
-    results.update({r.student: r for r in grade(course, rest, options)})
-    return course, results, before, _digest(protected)
+def release(lab):
+    return nbformat.read(ROOT / "labs" / lab / f"{lab}.ipynb", as_version=4)
 
 
-def test_each_attack_gets_its_expected_score_and_status(batch):
-    _, results, _, _ = batch
-    problems = check_expected(list(results.values()), EXPECTED)
-    assert problems == [], "\n".join(problems + [f"{r.student}: {r.reason}" for r in results.values()])
+def answered(lab, markdown=None):
+    """The release with every solution cell filled in from the solution."""
+    nb = release(lab)
+    sol = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    answers = {_gid(c): c.source for c in sol.cells if c.metadata.get("nbgrader", {}).get("solution")}
+    for cell in nb.cells:
+        if not cell.metadata.get("nbgrader", {}).get("solution"):
+            continue
+        if cell.cell_type == "markdown":
+            cell.source = markdown or "A written answer."
+        else:
+            cell.source = "\n".join(l for l in answers[_gid(cell)].splitlines()
+                                    if "BEGIN SOLUTION" not in l and "END SOLUTION" not in l)
+    return nb
 
 
-@pytest.mark.parametrize("student", sorted(s for s, w in EXPECTED[LAB].items() if "reason" in w or "output" in w))
-def test_each_attack_is_explained(batch, student):
-    import nbformat
-
-    course, results, _, _ = batch
-    want = EXPECTED[LAB][student]
-    if "reason" in want:
-        assert want["reason"] in results[student].reason
-    if "output" in want:
-        nb = nbformat.read(course.autograded(student, LAB) / f"{LAB}.ipynb", as_version=4)
-        text = json.dumps([c.get("outputs", []) for c in nb.cells])
-        assert want["output"] in text
-
-
-def test_the_course_files_are_untouched(batch):
-    _, _, before, after = batch
-    assert before == after
+def solution_names(lab) -> list[str]:
+    """Names the lab's solution cells define at top level (what the checks call)."""
+    sol = nbformat.read(ROOT / "solutions" / lab / f"{lab}.ipynb", as_version=4)
+    names = []
+    for c in sol.cells:
+        if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution"):
+            src = "\n".join(l for l in c.source.splitlines() if not l.lstrip().startswith(("%", "!")))
+            for node in ast.parse(src).body:
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    names.append(node.name)
+                elif isinstance(node, ast.Assign):
+                    names += [t.id for t in node.targets if isinstance(t, ast.Name)]
+    return sorted(set(names))
 
 
-def test_the_fork_bomb_was_contained(batch):
-    import re
+def with_attack(nb, lab, attack):
+    nb = nbformat.from_dict(nb)
+    code = attack.code.strip("\n").replace("{names}", repr(solution_names(lab)))
+    if code.startswith("# the notebook's test cells carry"):
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.metadata["tags"] = ["skip-execution", "raises-exception"]
+        return nb
+    if attack.at_end:
+        nb.cells.append(nbformat.v4.new_code_cell(code))
+        return nb
+    first = next(c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution"))
+    first.source = code + "\n\n" + first.source
+    return nb
 
-    import nbformat
 
-    course, _, _, _ = batch
-    nb = nbformat.read(course.autograded("fork_bomb", LAB) / f"{LAB}.ipynb", as_version=4)
-    text = json.dumps([c.get("outputs", []) for c in nb.cells])
-    children = int(re.search(r"fork refused after (\d+) children", text).group(1))
-    assert children < 256
+def _combine(attacks):
+    """Several attacks of one class in one notebook (the LLM lab runs fewer, longer notebooks)."""
+    from adversarial.attacks import Attack
+
+    head = [a for a in attacks if not a.at_end and not a.code.startswith("# the notebook")]
+    tail = [a for a in attacks if a.at_end]
+    out = []
+    if head:
+        out.append(Attack(attacks[0].kind, attacks[0].klass, "\n\n".join(a.code for a in head)))
+    if tail:
+        out.append(Attack(attacks[0].kind, attacks[0].klass, "\n\n".join(a.code for a in tail), at_end=True))
+    return out
 
 
-def test_no_grading_process_is_left_behind(batch):
-    import psutil
+def build_batch(lab: str, folder: Path, combine: bool) -> dict[str, str]:
+    """Write the submissions; return student -> what is expected of it."""
+    expect = {}
 
-    leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
-                 if "autograder.execute" in " ".join(p.info["cmdline"] or []) and "adversarial" in " ".join(p.info["cmdline"] or [])]
-    assert leftovers == []
+    def put(student, nb, what):
+        (folder / student).mkdir(parents=True)
+        nbformat.write(nb, folder / student / f"{lab}.ipynb")
+        expect[student] = what
+
+    put("control_full", answered(lab), "full")
+    if combine:
+        by_class = {}
+        for name, attack in ATTACKS.items():
+            if name in ("skip_tags", "forked_memory"):  # costly to repeat on an LLM lab; lab 00 has them
+                continue
+            by_class.setdefault((attack.kind, attack.klass), []).append(attack)
+        for (kind, klass), attacks in by_class.items():
+            nb = release(lab) if kind == "cheat" else answered(lab, INJECTED_MARKDOWN)
+            for attack in _combine(attacks):
+                nb = with_attack(nb, lab, attack)
+            put(f"{kind}_{klass}", nb, "zero" if kind == "cheat" else klass)
+    else:
+        for name, attack in ATTACKS.items():
+            if attack.kind == "cheat":
+                put(f"cheat_{name}", with_attack(release(lab), lab, attack), "zero")
+            else:
+                markdown = INJECTED_MARKDOWN if name == "script_injection" else None
+                put(f"escape_{name}", with_attack(answered(lab, markdown), lab, attack), attack.klass)
+    # Hostile files around the notebooks: refused at collection, never opened as notebooks.
+    bomb = folder / "zip_bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open(f"{lab}.ipynb", "w", force_zip64=True) as member:
+            chunk = b"\0" * 2**20
+            for _ in range(400):
+                member.write(chunk)
+    (folder / "linked_student").symlink_to(folder / "control_full")
+    (folder / "fifo_student").mkdir()
+    os.mkfifo(folder / "fifo_student" / f"{lab}.ipynb")
+    return expect
+
+
+def _digests() -> dict:
+    out = {}
+    for top in ("solutions", "labs", "helpers", "autograder"):
+        for p in sorted((ROOT / top).rglob("*")):
+            if p.is_file() and "__pycache__" not in p.parts:
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    for p in (ROOT / ".git" / "HEAD", ROOT / "nbgrader_config.py"):
+        out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+class AttackBatch:
+    """The tests, run for each lab by a subclass (one xdist scope each)."""
+    LAB = ""
+    COMBINE = False
+
+    @pytest.fixture(scope="class")
+    def batch(self, tmp_path_factory):
+        assert bwrap_works(), "bubblewrap is required for these tests: `make venv` installs it"
+        lab = self.LAB
+        folder = tmp_path_factory.mktemp(f"attacks-{lab}")
+        expect = build_batch(lab, folder / "subs", self.COMBINE)
+        course = Course(workdir=folder / "grading")
+        before = _digests()
+        Path(PWNED).unlink(missing_ok=True)
+        os.environ[CANARY] = "the grader's secret"
+        try:
+            start = time.monotonic()
+            subs, warnings = collect(folder / "subs", course.labs(), lab)
+            # An attack that ignores interrupts is stopped by the notebook limit.
+            options = GradeOptions(workers=2, cell_timeout=180, notebook_timeout=1500 if self.COMBINE else 600,
+                                   sandbox=make_sandbox("bwrap", course))
+            results = {r.student: r for r in grade(course, subs, options)}
+            wall = time.monotonic() - start
+        finally:
+            os.environ.pop(CANARY, None)
+        return dict(lab=lab, course=course, expect=expect, results=results, warnings=warnings,
+                    before=before, after=_digests(), wall=wall, folder=folder)
+
+    def test_the_batch_finishes_with_every_notebook_graded(self, batch):
+        assert sorted(batch["results"]) == sorted(batch["expect"])
+
+    def test_the_control_submission_scores_full_marks(self, batch):
+        r = batch["results"]["control_full"]
+        assert r.auto_max > 0 and r.auto_score == r.auto_max, (r.status, r.reasons, r.tasks)
+
+    def test_cheats_earn_nothing(self, batch):
+        earned = {s: (r.auto_score, {k: v for k, v in r.tasks.items() if v}) for s, r in batch["results"].items()
+                  if batch["expect"][s] == "zero" and r.auto_score != 0}
+        assert earned == {}
+
+    def test_escapes_keep_the_marks_their_work_earned(self, batch):
+        lost = {s: (r.auto_score, r.auto_max, r.status, r.reasons) for s, r in batch["results"].items()
+                if batch["expect"][s] in ("host_side", "sandbox_leak", "script_injection")
+                and r.auto_score != r.auto_max}
+        assert lost == {}
+
+    def test_hostile_files_are_refused_at_collection(self, batch):
+        text = "\n".join(batch["warnings"])
+        assert "linked_student" in text and "fifo_student" in text, text
+        assert "zip_bomb" not in batch["results"] or batch["results"]["zip_bomb"].status == "invalid"
+
+    def test_nothing_leaks_into_the_kernel(self, batch):
+        nb = self._notebook(batch, "escape_sandbox_leak" if self.COMBINE else "escape_leak_probe")
+        probe = json.loads(re.search(r"LEAKPROBE (\{.*\})", self._text(nb)).group(1))
+        assert probe["uid"] != 0 and probe["euid"] != 0
+        course_root = str(ROOT)
+        leaked = [p for p in probe["readable"]
+                  if p.startswith(("/root", "/etc/shadow", "/proc/1/environ", "/home"))
+                  or (p.startswith(course_root) and not p.startswith((f"{course_root}/helpers",
+                                                                        f"{course_root}/datasets",
+                                                                        f"{course_root}/.venv")))
+                  or (p.startswith("/tmp/") and not p.startswith(("/tmp/home", "/tmp/work", "/tmp/effml-")))]
+        assert leaked == [], probe
+        assert probe["env_canary"] == [] and probe["sockets"] == [] and probe["network"] is False, probe
+        assert probe["history"] == [], probe
+
+    def test_nothing_is_written_outside_and_no_link_is_followed(self, batch):
+        assert not Path(PWNED).exists()
+        assert batch["before"] == batch["after"], "course files changed during grading"
+        work = batch["course"].workdir
+        odd = [str(p) for p in work.rglob("*") if p.is_symlink() or stat.S_ISFIFO(p.lstat().st_mode)]
+        assert odd == []
+        assert not (work / "exec").exists() or not any((work / "exec").rglob("*.ipynb")), \
+            "execution folders are removed after grading"
+
+    def test_no_process_cgroup_or_run_folder_is_left_behind(self, batch):
+        import psutil
+
+        left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
+                if str(batch["course"].workdir) in " ".join(p.info["cmdline"] or [])]
+        assert left == []
+        for controller in ("memory", "pids"):
+            base = Path("/sys/fs/cgroup") / controller
+            groups = [g for g in base.glob("effml-*") if (g / "cgroup.procs").read_text().strip()]
+            assert groups == [], groups
+
+    def test_resource_attacks_are_contained(self, batch):
+        text = self._text(self._notebook(batch, "escape_exhaustion" if self.COMBINE else "escape_fork_bomb"))
+        children = int(re.search(r"fork refused after (\d+) children", text).group(1))
+        assert children < 300
+        text = self._text(self._notebook(batch, "escape_exhaustion" if self.COMBINE else "escape_disk_filler"))
+        mib = [int(m) for m in re.findall(r"disk full at (\d+) MiB", text)]
+        assert mib and max(mib) <= 1100, text[-2000:]
+        size = (batch["course"].autograded("escape_exhaustion" if self.COMBINE else "escape_output_flood",
+                                           self.LAB) / f"{self.LAB}.ipynb").stat().st_size
+        assert size < 16 * 2**20
+
+    def test_reports_are_sanitised(self, batch):
+        from autograder.report import export_csv, format_table, generate_feedback, results
+
+        course = batch["course"]
+        table = format_table(results(course, self.LAB))
+        assert "\x1b" not in table and "\x07" not in table
+        for path in export_csv(course, batch["folder"] / "export", self.LAB):
+            with open(path, newline="") as f:
+                for row in csv.reader(f):
+                    for cell in row:
+                        assert not re.match(r"^[=+@\t\r]", cell), (path.name, cell[:80])
+        pages = generate_feedback(course, self.LAB)
+        assert len(pages) >= len(batch["results"]) - 1
+        for page in pages:
+            html = page.read_text(errors="replace")
+            low = html.lower()
+            assert "<script>alert" not in low and "onerror=" not in low and "javascript:alert" not in low, page
+            assert "content-security-policy" in low, page
+
+    # -- helpers
+    def _notebook(self, batch, student):
+        return nbformat.read(batch["course"].autograded(student, self.LAB) / f"{self.LAB}.ipynb", as_version=4)
+
+    @staticmethod
+    def _text(nb) -> str:
+        return json.dumps([c.get("outputs", []) for c in nb.cells])
+
+
+class TestAttacksOnLab00(AttackBatch):
+    LAB = "lab00_basics"
+
+    def test_memory_of_forked_children_is_limited_together(self, batch):
+        r = batch["results"]["escape_forked_memory"]
+        text = self._text(self._notebook(batch, "escape_forked_memory"))
+        # Either the OOM killer took the children (the kernel lives on) or the kernel, and said so.
+        assert r.status in ("ok", "errors", "kernel_died"), r.status
+        if r.status == "kernel_died":
+            assert "memory" in r.reason
+        else:
+            assert "child" in text
+
+
+class TestAttacksOnLab08(AttackBatch):
+    LAB = "lab08_qlora"
+    COMBINE = True

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -66,19 +67,28 @@ def _add_student(course: Course, student: str, *, tests_score: float = 90, writt
         path.write_text(json.dumps(data))
 
 
-@pytest.fixture
-def course(tmp_path) -> Course:
-    """A work directory whose gradebook knows lab00_basics as two cells: a
-    90-point autograded test cell and a 10-point written answer."""
+@pytest.fixture(scope="module")
+def empty_gradebook(tmp_path_factory) -> Path:
+    """A gradebook that knows lab00_basics as two cells: a 90-point
+    autograded test cell and a 10-point written answer."""
     from nbgrader.api import Gradebook
 
-    course = Course(workdir=tmp_path / "grading")
+    course = Course(workdir=tmp_path_factory.mktemp("gradebook"))
     with Gradebook(course.db_url) as gb:
         gb.add_assignment(LAB)
         gb.add_notebook(LAB, LAB)
         gb.add_grade_cell("tests", LAB, LAB, max_score=90, cell_type="code")
         gb.add_grade_cell("written", LAB, LAB, max_score=10, cell_type="markdown")
         gb.add_solution_cell("written", LAB, LAB)
+    return course.db_path
+
+
+@pytest.fixture
+def course(tmp_path, empty_gradebook) -> Course:
+    """A fresh work directory with a copy of that gradebook."""
+    course = Course(workdir=tmp_path / "grading")
+    course.workdir.mkdir()
+    shutil.copy(empty_gradebook, course.db_path)
     return course
 
 
@@ -156,7 +166,7 @@ def test_old_and_newer_result_files_still_load(course):
 # ---------------------------------------------------------------- 2. course discovery
 
 
-def test_the_course_is_found_from_the_current_folder(tmp_path):
+def test_the_course_is_found_from_the_current_folder(tmp_path, monkeypatch, capsys):
     assert find_course_root(REPO_ROOT / "solutions" / LAB) == REPO_ROOT
     other = tmp_path / "course2"
     (other / "solutions" / "lab00_x").mkdir(parents=True)
@@ -168,19 +178,19 @@ def test_the_course_is_found_from_the_current_folder(tmp_path):
     # `effml` acts on the course it is run in, not on the repository it was installed from.
     run = _effml("gradebook", "--lab", "lab00_x", cwd=other / "deep")
     assert run.returncode == 0, run.stderr
-    run = _effml("gradebook", "--lab", LAB, cwd=other / "deep")
-    assert run.returncode == 2 and "unknown lab 'lab00_basics'" in run.stderr and "lab00_x" in run.stderr
+    monkeypatch.chdir(other / "deep" / "er")
+    error = _main_error(capsys, "gradebook", "--lab", LAB)
+    assert "unknown lab 'lab00_basics'" in error and "lab00_x" in error
 
     outside = tmp_path / "nowhere"
     outside.mkdir()
-    run = _effml("gradebook", cwd=outside)
-    assert run.returncode == 2
-    assert run.stderr.strip() == (f"effml: error: not inside a course (no nbgrader_config.py found from "
-                                  f"{outside.resolve()} upwards); pass --course DIR")
-    run = _effml("--course", other, "gradebook", "--lab", "lab00_x", cwd=outside)
-    assert run.returncode == 0, run.stderr
-    run = _effml("gradebook", "--course", outside, cwd=outside)
-    assert run.returncode == 2 and "not a course folder" in run.stderr
+    monkeypatch.chdir(outside)
+    assert _main_error(capsys, "gradebook") == (
+        f"effml: error: not inside a course (no nbgrader_config.py found from {outside.resolve()} upwards); "
+        "pass --course DIR")
+    assert cli.main(["--course", str(other), "gradebook", "--lab", "lab00_x"]) == 0
+    assert cli.main(["gradebook", "--lab", "lab00_x", "--course", str(other)]) == 0
+    assert "not a course folder" in _main_error(capsys, "gradebook", "--course", outside)
     assert Course().root == REPO_ROOT  # library callers keep the default
 
 
@@ -195,26 +205,41 @@ def _one_line_error(run):
     return lines[0]
 
 
-def test_user_errors_are_one_line_and_exit_non_zero(tmp_path):
+def _main_error(capsys, *argv) -> str:
+    """`effml ARGV` in this process: a non-zero status and one stderr line."""
+    capsys.readouterr()
+    code = cli.main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code != 0, argv
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("effml: error: "), err
+    return lines[0]
+
+
+def test_user_errors_are_one_line_and_exit_non_zero(tmp_path, capsys):
+    # The real command: one line on stderr, status 2, no traceback.
     assert "/no/such/path" in _one_line_error(_effml("grade", "/no/such/path"))
+    verbose = _effml("-v", "grade", "/no/such/path")
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr  # kept for -v
+
     (tmp_path / "grades.txt").write_text("not a notebook")
-    assert "not a notebook" in _one_line_error(_effml("grade", tmp_path / "grades.txt"))
+    assert "not a notebook" in _main_error(capsys, "grade", tmp_path / "grades.txt")
     for command in ("gradebook", "export", "feedback"):
-        assert "unknown lab 'no_such_lab'" in _one_line_error(_effml(command, "--lab", "no_such_lab"))
-    assert "unknown lab" in _one_line_error(_effml("grade", tmp_path, "--lab", "no_such_lab"))
-    assert "unknown lab" in _one_line_error(_effml("check-release", "no_such_lab"))
+        assert "unknown lab 'no_such_lab'" in _main_error(capsys, command, "--lab", "no_such_lab")
+    assert "unknown lab" in _main_error(capsys, "grade", tmp_path, "--lab", "no_such_lab")
+    assert "unknown lab" in _main_error(capsys, "check-release", "no_such_lab")
+    assert "unknown lab" in _main_error(capsys, "validate", "no_such_lab")
 
     # `effml run` checks its input before anything is written beside it.
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "notes.txt").write_text("hello")
     (folder / "broken.ipynb").write_text("{not json")
-    for name in ("missing.ipynb", "notes.txt", "broken.ipynb"):
-        _one_line_error(_effml("run", folder / name))
+    assert "no such file" in _main_error(capsys, "run", folder / "missing.ipynb")
+    assert "not a notebook" in _main_error(capsys, "run", folder / "notes.txt")
+    assert "not a readable notebook" in _main_error(capsys, "run", folder / "broken.ipynb")
+    assert "is a folder" in _main_error(capsys, "run", folder)
     assert sorted(p.name for p in folder.iterdir()) == ["broken.ipynb", "notes.txt"]  # no .executed.*
-
-    verbose = _effml("-v", "grade", "/no/such/path")
-    assert verbose.returncode == 2 and "Traceback" in verbose.stderr  # kept for -v
 
 
 def test_main_returns_2_with_one_line_for_user_errors(capsys):
@@ -431,3 +456,26 @@ def test_formgrader_renders_student_notebooks_sanitised(tmp_path):
     for tag in re.findall(r"<[a-zA-Z][^<>]*>", body):
         if "alert" in tag:
             raise AssertionError(f"student markup reached the page: {tag}")
+
+
+def test_nbgraders_own_feedback_is_sanitised_and_hides_hidden_tests(course):
+    """Formgrader's "generate feedback" button runs nbgrader's GenerateFeedback
+    with nbgrader_config.py: the same sanitising and hidden-test removal."""
+    from nbgrader.converters import GenerateFeedback
+    from traitlets.config.loader import PyFileConfigLoader
+
+    _add_student(course, "mallory", written=8)
+    _autograded(course, "mallory", _malicious_cells())
+    config = PyFileConfigLoader("nbgrader_config.py", path=str(REPO_ROOT)).load_config()
+    config.GenerateFeedback.force = True
+    coursedir = course.coursedir()
+    coursedir.assignment_id = LAB
+    GenerateFeedback(coursedir=coursedir, config=config).start()
+    html = (course.feedback_dir() / "mallory" / LAB / f"{LAB}.html").read_text()
+    assert "My answer" in html and "(hidden tests are not shown)" in html
+    assert "secret-hidden-case" not in html
+    body = html[html.index("<body"):]
+    assert "<script>alert(" not in body and "alert('js')" not in body
+    assert not re.search(r"""(href|src)\s*=\s*["']?\s*javascript:""", body, re.I)
+    for tag in re.findall(r"<[a-zA-Z][^<>]*>", body):
+        assert not re.search(r"\son[a-z]+\s*=", tag, re.I), tag

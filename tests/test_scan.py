@@ -168,6 +168,7 @@ CONSTRUCTS = [
     ("%time exec(code)", "dynamic_code", "exec"),
     ("%timeit -n 3 -r 2 exec(code)", "dynamic_code", "exec"),
     ("%%time\nx = 1\nimport subprocess", "subprocess", "import subprocess"),
+    ("%%capture out\nnp.allclose = ok", "module_patch", "np.allclose"),
     ("m = __import__(name)", "dynamic_import", "__import__ of a computed name"),
     ("m = importlib.import_module(name)", "dynamic_import", "importlib.import_module"),
     ("importlib.reload(helpers.checks)", "dynamic_import", "importlib.reload"),
@@ -363,6 +364,9 @@ def test_ordinary_lab_code_raises_nothing():
     "%time z = np.ones(3)",
     "%timeit -n 3 np.ones(3)",
     "%%time\nz = np.ones(3)",
+    "%%capture output\nz = np.ones(3)",
+    "%%capture --no-stderr output\nz = np.ones(3)",
+    "%%timeit -n 2 x = np.ones(3)\nz = x + 1",
     "%load_ext autoreload\n%autoreload 2",
     "%config InlineBackend.figure_format = 'retina'",
     "get_ipython().run_line_magic('matplotlib', 'inline')",
@@ -392,16 +396,13 @@ def _solution_cells(nb):
 @pytest.mark.parametrize("lab", _labs())
 def test_no_finding_on_any_solution_cell_of_a_real_lab(lab):
     """The solution notebook scanned against its release: every solution cell
-    is scanned, and none is flagged."""
+    is scanned, and nothing is flagged (the locked test cells, hidden tests
+    and all, are the instructor's and not scanned)."""
     solution, release = _solution_and_release(lab)
     sols = _solution_cells(solution)
     assert sols
-    assert set(sols) <= set(cells_to_scan(solution, release))
-    findings = scan_notebook(solution, release)
-    assert [str(f) for f in findings if f.cell in sols] == []
-    # The only other cells scanned are the locked test cells whose hidden tests the release strips.
-    for f in findings:
-        assert "### BEGIN HIDDEN TESTS" in solution.cells[f.cell].source, str(f)
+    assert cells_to_scan(solution, release) == sols
+    assert [str(f) for f in scan_notebook(solution, release)] == []
 
 
 @pytest.mark.parametrize("lab", _labs())
@@ -448,16 +449,38 @@ def test_unchanged_locked_and_release_cells_are_not_scanned():
     assert scan_notebook(untouched, release) == []
 
 
-def test_edited_locked_cells_and_added_cells_are_scanned():
-    release = _release(_cell("print('demo')"))
+def test_edited_and_added_cells_are_scanned():
+    release = _release(_cell("print('demo')"), _cell("# YOUR CODE HERE", "other_code", solution=True))
     nb = copy.deepcopy(release)
-    nb.cells[3].source = "import ctypes\n" + nb.cells[3].source               # edited locked test cell
     nb.cells.insert(3, _cell("x = 1\nimport socket"))                          # a cell the student added
-    nb.cells[-1].source = "print('demo')\nimport signal"                      # edited cell without grade_id
+    nb.cells[5].source = "print('demo')\nimport signal"                       # edited cell without grade_id
+    nb.cells[6].metadata["nbgrader"]["solution"] = False                      # a solution cell, flag removed
+    nb.cells[6].source = "import pty"
     nb.cells.append(_cell("import atexit", "made_up_id"))                       # an id the release lacks
     findings = scan_notebook(nb, release)
     assert [(f.cell, f.kind, f.line, f.grade_id) for f in findings] == [
-        (3, "network", 2, None), (4, "native", 1, "task"), (5, "signal", 2, None), (6, "atexit", 1, "made_up_id")]
+        (3, "network", 2, None), (5, "signal", 2, None), (6, "subprocess", 1, "other_code"),
+        (7, "atexit", 1, "made_up_id")]
+
+
+def test_locked_cells_are_the_instructors_unless_duplicated():
+    """The grader restores a locked cell from the gradebook (hidden tests
+    included) before anything runs, so its source, edited or not, is never
+    student code; copies of a locked id are (nbgrader keeps one)."""
+    release = _release()
+    nb = copy.deepcopy(release)
+    nb.cells[3].source += "\n### BEGIN HIDDEN TESTS\ndist.all_reduce = logged\n### END HIDDEN TESTS"
+    assert cells_to_scan(nb, release) == [2]
+    nb.cells[0].source = "import ctypes\n" + SETUP                           # an edited locked cell: restored
+    nb.cells[0].metadata["nbgrader"]["locked"] = False
+    nb.cells[0].metadata["nbgrader"]["solution"] = True
+    assert scan_notebook(nb, release) == []
+    nb.cells.append(_cell("import ctypes", "setup", locked=True))              # a second copy of the id
+    findings = scan_notebook(nb, release)
+    assert [(f.cell, f.kind) for f in findings] == [(0, "native"), (4, "native")]
+    copied = copy.deepcopy(release)
+    copied.cells.append(copy.deepcopy(release.cells[3]))                       # an unchanged copy: nothing new
+    assert scan_notebook(copied, release) == []
 
 
 def test_solution_cells_are_always_scanned_even_if_unchanged():
@@ -544,7 +567,8 @@ def test_malformed_notebooks_do_not_raise():
     release = _release()
     nb = copy.deepcopy(release)
     nb.cells[2].metadata["nbgrader"] = "not a dict"
-    nb.cells[3].source = ["import ", "socket\n"]          # a list of lines, as in the file format
+    nb.cells.append(nbformat.from_dict({"cell_type": "code", "metadata": {}, "outputs": [],
+                                        "source": ["import ", "socket\n"]}))   # lines, as in the file format
     nb.cells.append(nbformat.from_dict({"cell_type": "code", "metadata": {"nbgrader": {"grade_id": 7}},
                                         "source": None, "outputs": []}))
     nb.cells.append(nbformat.from_dict({"cell_type": "code", "metadata": None, "source": "import pty"}))

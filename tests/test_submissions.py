@@ -389,3 +389,14 @@ def test_windows_separators_in_member_names(tmp_path):
     subs, warnings = collect(tmp_path, LABS)
     assert [(s.lab, s.data) for s in subs] == [(LAB, NB)]
     assert any("a path with '..'" in w for w in warnings)
+
+
+def test_deep_folders_are_not_walked_forever(tmp_path):
+    deep = tmp_path / "mallory"
+    for i in range(submissions.MAX_DEPTH + 4):
+        deep = deep / f"d{i}"
+    _write(deep / f"{LAB}.ipynb")
+    _write(tmp_path / "mallory" / "d0" / f"{LAB}.ipynb", NB + b" ")
+    subs, warnings = collect(tmp_path, LABS)
+    assert [(s.student, s.data) for s in subs] == [("mallory", NB + b" ")]
+    assert any("levels deep" in w for w in warnings)
