@@ -145,8 +145,15 @@ def _cut(text: str, limit: int, note: str) -> str:
 def prepare_feedback_notebook(nb, show_hidden: bool = False):
     """The copy of an autograded notebook that a student's feedback shows:
     hidden tests removed (with their tracebacks, which quote them), and
-    every source and output cut to a size that renders in seconds."""
+    every source and output cut to a size that renders in seconds; past
+    MAX_PAGE_CHARS in all, a cell's further outputs give way to a note."""
+    import nbformat
+
     budget = MAX_PAGE_CHARS
+
+    def room(limit: int) -> int:
+        return max(0, min(limit, budget))
+
     for cell in nb.cells:
         code = cell.cell_type == "code"
         if not show_hidden:
@@ -156,48 +163,55 @@ def prepare_feedback_notebook(nb, show_hidden: bool = False):
                 for out in cell.get("outputs", []):
                     if out.get("output_type") == "error":  # the traceback quotes the hidden lines
                         out["traceback"] = [f"{out.get('ename', 'Error')}: {out.get('evalue', '')}",
-                                            "(the traceback would show hidden tests)"]
-        note = f"\n# {TRUNCATED}" if code else f"\n\n*{TRUNCATED}*"
-        cell.source = _cut(cell.source, min(MAX_SOURCE_CHARS, max(budget, 0)), note)
+                                            "(the traceback is not shown: it quotes hidden tests)"]
+        cell.source = _cut(cell.source, room(MAX_SOURCE_CHARS), f"\n# {TRUNCATED}" if code else f"\n\n*{TRUNCATED}*")
         budget -= len(cell.source)
         if "attachments" in cell:
             size = sum(len(str(v)) for v in cell.attachments.values())
-            if size > min(MAX_IMAGE_CHARS, max(budget, 0)):
+            if size > room(MAX_IMAGE_CHARS):
                 del cell["attachments"]
-            budget -= size if "attachments" in cell else 0
+            else:
+                budget -= size
+        if not code:
+            continue
+        kept = []
         for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream":
+            if budget <= 0:
+                kept.append(nbformat.v4.new_output("stream", name="stdout", text=f"[more output: {TRUNCATED}]\n"))
+                break
+            kind = out.get("output_type")
+            if kind == "stream":
                 text = out.get("text", "")
                 text = "".join(text) if isinstance(text, list) else str(text)
-                out["text"] = _cut(text, min(MAX_OUTPUT_CHARS, max(budget, 0)), f"\n{TRUNCATED}\n")
+                out["text"] = _cut(text, room(MAX_OUTPUT_CHARS), f"\n{TRUNCATED}\n")
                 budget -= len(out["text"])
-            elif out.get("output_type") == "error":
-                tb, kept = out.get("traceback", []), []
-                room = min(MAX_OUTPUT_CHARS, max(budget, 0))
-                for line in tb:
-                    line = str(line)
-                    if len(line) > room:
-                        kept.append(line[:room] + TRUNCATED)
+            elif kind == "error":
+                lines, left = [], room(MAX_OUTPUT_CHARS)
+                for line in map(str, out.get("traceback", [])):
+                    if len(line) > left:
+                        lines.append(line[:left] + TRUNCATED)
                         break
-                    kept.append(line)
-                    room -= len(line)
-                out["traceback"] = kept
+                    lines.append(line)
+                    left -= len(line)
+                out["traceback"] = lines
                 out["evalue"] = _cut(str(out.get("evalue", "")), 2000, TRUNCATED)
-                budget -= sum(map(len, kept))
+                budget -= sum(map(len, lines)) + len(out["evalue"])
             elif "data" in out:
                 for mime, value in list(out.data.items()):
                     value = "".join(value) if isinstance(value, list) else value
                     if not isinstance(value, str):
                         continue
-                    if mime.startswith("image/") and mime != "image/svg+xml":
-                        if len(value) > min(MAX_IMAGE_CHARS, max(budget, 0)):
+                    if mime.startswith("image/"):
+                        if len(value) > room(MAX_IMAGE_CHARS):
                             del out.data[mime]
-                            out.data.setdefault("text/plain", f"(an image too large to show; {TRUNCATED})")
+                            out.data.setdefault("text/plain", f"(an image too large to show: {TRUNCATED})")
                             continue
-                    elif len(value) > MAX_OUTPUT_CHARS:
-                        value = value[:MAX_OUTPUT_CHARS] + f"\n{TRUNCATED}"
+                    else:
+                        value = _cut(value, room(MAX_OUTPUT_CHARS), f"\n{TRUNCATED}")
                     out.data[mime] = value
                     budget -= len(value)
+            kept.append(out)
+        cell.outputs = kept
     return nb
 
 
@@ -207,9 +221,12 @@ def feedback_preprocessors() -> list:
     Formgrader's "generate feedback" button (see nbgrader_config.py)."""
     from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor, Preprocessor
     from nbgrader.preprocessors import GetGrades
+    from traitlets import Bool
 
     class FeedbackCopy(Preprocessor):
         """Hidden tests removed and every cell cut to a size that renders quickly."""
+
+        enabled = Bool(True)  # nbconvert registers preprocessor classes disabled by default
 
         def preprocess(self, nb, resources):
             nb, resources = untrusted_outputs(nb, resources)

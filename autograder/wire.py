@@ -74,7 +74,8 @@ def _npy(arr) -> str:
     import numpy as np
 
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+    arr = np.asarray(arr)
+    np.save(buf, arr if arr.flags.c_contiguous else np.ascontiguousarray(arr), allow_pickle=False)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -223,7 +224,8 @@ def __effml_answer(request, ns):
     def npy(arr):
         import numpy as np
         buf = io.BytesIO()
-        np.save(buf, np.ascontiguousarray(arr), allow_pickle=False)
+        arr = np.asarray(arr)  # 0-d stays 0-d: ascontiguousarray would make it 1-d
+        np.save(buf, arr if arr.flags.c_contiguous else np.ascontiguousarray(arr), allow_pickle=False)
         return base64.b64encode(buf.getvalue()).decode("ascii")
 
     def load(b64):

@@ -134,3 +134,288 @@ def seeded_generator(seed):
     import torch
 
     return torch.Generator().manual_seed(int(seed))
+
+
+# ---------------------------------------------------------------- Lab 10: Qiskit objects
+# The wire carries plain data only. The grader sends circuits and noise models as
+# plain descriptions that these factories build in the kernel (``ModuleSpec``), and
+# calls the student's functions through :func:`call_plain` (a call that names this
+# helpers function), which reports Qiskit results back as plain descriptions.
+
+
+def qiskit_circuit(n_qubits: int, gates) -> "QuantumCircuit":  # noqa: F821 - qiskit imported lazily
+    """A ``QuantumCircuit`` on ``n_qubits`` from ``[(name, [qubits], [params]), ...]``
+    (the gates of the lab's gate set, in order)."""
+    from qiskit import QuantumCircuit
+
+    qc = QuantumCircuit(int(n_qubits))
+    for name, qubits, params in gates:
+        getattr(qc, str(name))(*[float(p) for p in params], *[int(q) for q in qubits])
+    return qc
+
+
+def qiskit_noise_model(spec: dict):
+    """``NoiseModel.from_dict(spec)``, ``spec`` from ``NoiseModel.to_dict(serializable=True)``."""
+    import warnings
+
+    from qiskit_aer.noise import NoiseModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return NoiseModel.from_dict(spec)
+
+
+def trainable_array(values):
+    """``pennylane.numpy.array(values, requires_grad=True)`` (a classifier's parameters)."""
+    from pennylane import numpy as pnp
+
+    return pnp.array(values, requires_grad=True)
+
+
+def to_plain(value, depth: int = 0):
+    """``value`` with Qiskit circuits and noise models replaced by plain descriptions
+    (``{"qiskit": "QuantumCircuit", "n_qubits", "gates"}``, ``{"qiskit": "NoiseModel",
+    "dict"}``) and numpy array subclasses (PennyLane's tensors) by plain arrays."""
+    import sys
+
+    import numpy as np
+
+    if depth > 20:
+        return value
+    t = type(value)
+    if t in (list, tuple):
+        return t(to_plain(v, depth + 1) for v in value)
+    if t is dict:
+        return {k: to_plain(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, np.ndarray) and t is not np.ndarray:
+        return np.asarray(value)
+    if "qiskit" in sys.modules:
+        from qiskit import QuantumCircuit
+
+        if isinstance(value, QuantumCircuit):
+            gates = []
+            for inst in value.data:
+                params = []
+                for p in inst.operation.params:
+                    try:
+                        params.append(float(p))
+                    except (TypeError, ValueError):
+                        params.append(repr(p)[:80])
+                gates.append((str(inst.operation.name), [value.find_bit(q).index for q in inst.qubits], params))
+            return {"qiskit": "QuantumCircuit", "n_qubits": int(value.num_qubits),
+                    "clbits": int(value.num_clbits), "gates": gates}
+    if "qiskit_aer" in sys.modules:
+        from qiskit_aer.noise import NoiseModel
+
+        if isinstance(value, NoiseModel):
+            return {"qiskit": "NoiseModel", "dict": value.to_dict(serializable=True)}
+    return value
+
+
+def _forbidden_paths(names) -> tuple:
+    import importlib.util
+    import os
+
+    paths = []
+    for name in names:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None:
+            continue
+        if spec.submodule_search_locations:
+            paths += [os.path.join(p, "") for p in spec.submodule_search_locations]
+        elif spec.origin:
+            paths.append(spec.origin)
+    return tuple(paths)
+
+
+def call_plain(fn, args=(), kwargs=None, catch: bool = False, forbid=()):
+    """Call the student's ``fn(*args, **kwargs)`` in the kernel and report, as plain data,
+    ``{"value": to_plain(result), "args": ..., "kwargs": ... (after the call),
+    "forbidden": the first forbidden function that ran or None, "raised": None or the
+    exception's class names (with ``catch``; otherwise it propagates)}``. ``forbid``
+    names packages or modules whose code must not run during the call (the reference
+    the grader compares with)."""
+    import sys
+
+    kwargs = dict(kwargs or {})
+    paths = _forbidden_paths(forbid)
+    hits: list = []
+
+    def profiler(frame, event, arg):
+        if event == "call" and not hits and frame.f_code.co_filename.startswith(paths):
+            hits.append(f"{frame.f_code.co_name} in {frame.f_code.co_filename}")
+
+    raised, value = None, None
+    previous = sys.getprofile()
+    if paths:
+        sys.setprofile(profiler)
+    try:
+        value = fn(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - reported to the grader with `catch`
+        if not catch:
+            raise
+        raised = [c.__name__ for c in type(exc).__mro__]
+    finally:
+        if paths:
+            sys.setprofile(previous)
+    return {"value": to_plain(value), "args": to_plain(list(args)), "kwargs": to_plain(kwargs),
+            "forbidden": hits[0] if hits else None, "raised": raised}
+
+
+class FoldProbe:
+    """A stand-in for ``fold(circuit, scale)``: records the scales it is called with and
+    returns the circuit unchanged, or ``table[scale]`` (plain circuit descriptions)."""
+
+    def __init__(self, table=None):
+        self.table = {float(k): v for k, v in dict(table or {}).items()}
+        self.scales = []
+
+    def __call__(self, circuit, scale):
+        self.scales.append(float(scale))
+        if self.table:
+            spec = self.table[float(scale)]
+            return qiskit_circuit(spec["n_qubits"], spec["gates"])
+        return circuit
+
+    def __effml_plain__(self) -> dict:
+        return {"scales": list(self.scales)}
+
+
+class ExtrapolateProbe:
+    """A stand-in for ``extrapolate(scales, values)``: records its inputs, returns ``value``."""
+
+    def __init__(self, value: float):
+        self.value = float(value)
+        self.calls = []
+
+    def __call__(self, scales, values):
+        import numpy as np
+
+        self.calls.append((np.asarray(scales, dtype=float).tolist(), np.asarray(values, dtype=float).tolist()))
+        return self.value
+
+    def __effml_plain__(self) -> dict:
+        return {"calls": list(self.calls)}
+
+
+# ---------------------------------------------------------------- Lab 03: gradients and QAT models
+# Gradients do not cross the wire (a tensor comes back as its value). These probes
+# run the backward pass in the kernel, on what the student's function returned,
+# and report the gradients as plain tensors.
+
+_LAB03_TYPES: dict = {}
+
+
+def _lab03_types():
+    """The probe classes, made on first use (``import helpers.probes`` stays cheap)."""
+    if not _LAB03_TYPES:
+        import torch
+        from torch import nn
+        from torch.nn.utils import parametrize
+
+        from helpers.models import VGGDigits
+
+        def plain(t):
+            if t is None:
+                return None
+            return torch.Tensor.as_subclass(torch.as_tensor(t), torch.Tensor).detach().clone()
+
+        class GradProbe(torch.Tensor):
+            """A leaf tensor that requires grad (made by :func:`grad_leaf`). torch
+            propagates the subclass, so what a function computes from it is a
+            GradProbe too: when that result is sent back it runs ``backward`` with
+            the probe's ``cotangent`` (ones when unset) and reports ``{"value",
+            "requires_grad"}``; the leaf itself (an argument sent back with
+            ``args_back``, after the result) reports ``{"value", "grad"}``."""
+
+            cotangent = None
+            probe_leaf = False
+            probe_done = False
+
+            def __effml_plain__(self) -> dict:
+                if self.probe_leaf:
+                    return {"value": plain(self), "grad": plain(self.grad)}
+                out = torch.Tensor.as_subclass(self, torch.Tensor)
+                if out.requires_grad and not self.probe_done:
+                    cot = type(self).cotangent
+                    if cot is None or tuple(cot.shape) != tuple(out.shape):
+                        cot = torch.ones_like(out)
+                    torch.autograd.backward(out, grad_tensors=cot.to(out.dtype))
+                    self.probe_done = True
+                return {"value": plain(out), "requires_grad": bool(out.requires_grad)}
+
+        class VGGProbe(VGGDigits):
+            """A ``helpers.models.VGGDigits`` for a student's function that takes a
+            model (lab 03's ``prepare_qat``). It (or the copy the function returns)
+            reports, instead of a bare state dict: ``state``, ``parametrized`` and
+            the effective ``weights`` of every Conv2d/Linear; with ``inputs``, one
+            forward pass (train mode with ``train``, else eval) and backward of
+            ``loss_fn(outputs, labels, inputs)`` or of ``(outputs * cotangent).sum()``:
+            ``outputs``, ``loss`` and ``grads`` (of the float weights under a
+            parametrization); with ``eval_inputs``, the eval-mode ``predictions``."""
+
+            def __init__(self, cfg, inputs=None, cotangent=None, labels=None, loss_fn=None, train=False,
+                         eval_inputs=None):
+                super().__init__(cfg=cfg)
+                self.probe_inputs, self.probe_cotangent, self.probe_labels = inputs, cotangent, labels
+                self.probe_loss_fn, self.probe_train, self.probe_eval_inputs = loss_fn, bool(train), eval_inputs
+
+            def __effml_plain__(self) -> dict:
+                layers = {n: m for n, m in self.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+                def source(m):
+                    if parametrize.is_parametrized(m, "weight"):
+                        return m.parametrizations.weight.original
+                    return m.weight
+
+                report = {"state": {k: plain(v) for k, v in self.state_dict().items()},
+                          "parametrized": {n: parametrize.is_parametrized(m, "weight") for n, m in layers.items()},
+                          "training": self.training}
+                with torch.no_grad():
+                    report["weights"] = {n: plain(m.weight) for n, m in layers.items()}
+                was_training = self.training
+                if self.probe_inputs is not None:
+                    self.train(self.probe_train)
+                    for p in self.parameters():
+                        p.grad = None
+                    out = self(self.probe_inputs)
+                    if self.probe_loss_fn is not None:
+                        loss = self.probe_loss_fn(out, self.probe_labels, self.probe_inputs)
+                    else:
+                        cot = self.probe_cotangent if self.probe_cotangent is not None else torch.ones_like(out)
+                        loss = (out * cot).sum()
+                    if isinstance(loss, torch.Tensor) and loss.requires_grad:
+                        loss.backward()
+                    report.update(outputs=plain(out), loss=plain(loss),
+                                  grads={n: plain(source(m).grad) for n, m in layers.items()})
+                if self.probe_eval_inputs is not None:
+                    self.eval()
+                    with torch.no_grad():
+                        report["predictions"] = torch.cat([self(x).argmax(1) for x in self.probe_eval_inputs.split(256)])
+                self.train(was_training)
+                return report
+
+        VGGProbe.__qualname__ = "VGGProbe"
+        _LAB03_TYPES.update(GradProbe=GradProbe, VGGProbe=VGGProbe)
+    return _LAB03_TYPES
+
+
+def grad_leaf(value, cotangent=None):
+    """``value`` as a leaf tensor that requires grad and reports its gradient (a
+    ``GradProbe``, see :func:`_lab03_types`); the backward pass of a result computed
+    from it uses ``cotangent`` (the weights of ``(result * cotangent).sum()``)."""
+    import torch
+
+    cls = type("GradProbe", (_lab03_types()["GradProbe"],), {"cotangent": cotangent, "__module__": __name__})
+    leaf = torch.Tensor._make_subclass(cls, value.detach().clone(), True)
+    leaf.probe_leaf = True
+    return leaf
+
+
+def vgg_probe(cfg, **kwargs):
+    """A ``VGGProbe`` (a ``VGGDigits(cfg=cfg)`` that reports its weights, gradients and
+    predictions; see :func:`_lab03_types`); ``ModuleSpec`` loads its state."""
+    return _lab03_types()["VGGProbe"](list(cfg), **kwargs)
