@@ -419,3 +419,157 @@ def vgg_probe(cfg, **kwargs):
     """A ``VGGProbe`` (a ``VGGDigits(cfg=cfg)`` that reports its weights, gradients and
     predictions; see :func:`_lab03_types`); ``ModuleSpec`` loads its state."""
     return _lab03_types()["VGGProbe"](list(cfg), **kwargs)
+
+
+# ---------------------------------------------------------------- Labs 01-02: pruning and PTQ
+# Some of what these labs grade cannot cross the wire as a result: an instance of the
+# student's class (lab 01's FineGrainedPruner) or a module's hyper-parameters (the
+# stride of lab 02's folded conv, the out_channels of lab 01's pruned convs). The
+# probes below do that work in the kernel when the kernel builds them (``ModuleSpec``
+# kwargs name the student's code with ``Ref``) and report plain data. The wire has
+# no request that only builds an argument, so a check hands such a probe (a
+# ``_Recorded``) to a read-only helper the labs' locked set-up cells import,
+# ``helpers.compression.weight_layers`` (which finds no layers in it), and reads the
+# record back with ``args_back=True`` (``_kernel_record`` in the labs' grader.py).
+
+
+class _Recorded:
+    """A probe whose work is done when it is built; reports ``self.record``."""
+
+    record: dict
+
+    def named_modules(self, *args, **kwargs):  # weight_layers(probe) finds no layers
+        return iter(())
+
+    def __effml_plain__(self) -> dict:
+        return self.record
+
+
+_HPARAMS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
+            "padding_mode", "num_features", "eps", "momentum", "affine", "track_running_stats",
+            "in_features", "out_features")
+
+
+def _plain_hparam(value):
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if type(value) in (tuple, list) and all(type(v) in (bool, int, float, str) for v in value):
+        return tuple(value)
+    return repr(value)[:80]
+
+
+def layer_hparams(module) -> dict:
+    """``{submodule name: {"kind": the torch.nn class it is (or derives from),
+    hyper-parameter: value}}`` for every submodule of ``module`` (``""`` is itself)."""
+    out = {}
+    for name, m in module.named_modules():
+        kind = next((c.__name__ for c in type(m).__mro__ if c.__module__.startswith("torch.nn.")), None)
+        entry = {"kind": kind}
+        for attr in _HPARAMS:
+            if hasattr(m, attr):
+                entry[attr] = _plain_hparam(getattr(m, attr))
+        out[name] = entry
+    return out
+
+
+class KernelCall(_Recorded):
+    """Calls ``fn(*args, **kwargs)`` in the kernel; reports ``result`` (a module
+    comes back as its state, ``ModuleState``), ``args`` (after the call) and, for a
+    module result, ``layers`` (:func:`layer_hparams`)."""
+
+    def __init__(self, fn, args=(), kwargs=None):
+        import torch
+
+        args = list(args)
+        result = fn(*args, **dict(kwargs or {}))
+        self.record = {"result": result, "args": args,
+                       "layers": layer_hparams(result) if isinstance(result, torch.nn.Module) else None}
+
+
+class PrunerSession(_Recorded):
+    """Lab 01's pruner protocol: ``pruner = pruner_cls(model, sparsity_dict)``, then
+    for each step of ``steps`` (dicts parameter name -> tensor) add the tensors to
+    the model's parameters (a training step that moves every weight, pruned ones
+    included) and call ``pruner.apply(model)``. Reports ``masks`` (``pruner.masks``
+    right after construction), ``pruned`` (the model's state then) and ``applied``
+    (its state after each step's ``apply``)."""
+
+    def __init__(self, pruner_cls, model, sparsity_dict, steps=()):
+        import torch
+
+        def state():
+            return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+        pruner = pruner_cls(model, dict(sparsity_dict))
+        masks = pruner.masks
+        if type(masks) is dict:
+            masks = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in masks.items()}
+        self.record = {"masks": masks, "pruned": state(), "applied": []}
+        params = dict(model.named_parameters())
+        for step in steps:
+            with torch.no_grad():
+                for name, delta in step.items():
+                    params[name].add_(delta)
+            pruner.apply(model)
+            self.record["applied"].append(state())
+
+
+class ZeroFraction:
+    """Lab 01's stand-in for an ``evaluate_fn(model)``: the fraction of exact zeros
+    among all Conv2d/Linear weights of the model; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model):
+        from torch import nn
+
+        self.calls += 1
+        ws = [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        return sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)
+
+    def __effml_plain__(self) -> dict:
+        return {"calls": self.calls}
+
+
+_SLEEPY: dict = {}
+
+
+def sleepy_net(schedule, cfg=(4, "M")):
+    """A model of known latency (lab 01's ``measure``): a ``VGGDigits(cfg)`` whose
+    forward first sleeps ``schedule[i]`` seconds on its i-th call (the last value
+    repeats). Reports ``{"batches": [the batch size of every call]}``."""
+    if not _SLEEPY:
+        from helpers.models import VGGDigits
+
+        class SleepyNet(VGGDigits):
+            def __init__(self, schedule, cfg):
+                super().__init__(cfg=list(cfg))
+                self.probe_schedule = [float(s) for s in schedule] or [0.0]
+                self.probe_batches = []
+
+            def forward(self, x):
+                self.probe_batches.append(int(x.shape[0]))
+                time.sleep(self.probe_schedule[min(len(self.probe_batches), len(self.probe_schedule)) - 1])
+                return super().forward(x)
+
+            def __effml_plain__(self) -> dict:
+                return {"batches": list(self.probe_batches)}
+
+        SleepyNet.__module__ = __name__
+        _SLEEPY["SleepyNet"] = SleepyNet
+    return _SLEEPY["SleepyNet"](schedule, cfg)
+
+
+_TORCH_LAYERS = ("Conv2d", "Linear", "BatchNorm2d")
+
+
+def torch_layer(kind: str, training: bool = False, **kwargs):
+    """``torch.nn.<kind>(**kwargs)`` (Conv2d, Linear or BatchNorm2d), in eval mode
+    unless ``training``: a plain layer for a student's function that takes one
+    (lab 02's ``fold_bn``, ``quantize_layer``); ``ModuleSpec`` loads its state."""
+    from torch import nn
+
+    if kind not in _TORCH_LAYERS:
+        raise ValueError(f"torch_layer builds {_TORCH_LAYERS}, not {kind!r}")
+    return getattr(nn, kind)(**kwargs).train(bool(training))

@@ -6,6 +6,7 @@
 Each sample is the student notebook (labs/) with some answers filled in from
 the solution, plus the damage the sample is about. Expected grades live in
 samples/expected.json and are asserted by tests/test_grading.py and `effml demo`.
+Attacks on the grader are built on the fly by tests/test_adversarial.py.
 """
 from __future__ import annotations
 
@@ -94,96 +95,6 @@ def _zip(name: str, text: str) -> bytes:
     return buf.getvalue()
 
 
-# Adversarial submissions (issue 8): each is the full solution plus one attack.
-# samples/adversarial/expected.json says what each must score and why.
-ADVERSARIAL = ROOT / "samples" / "adversarial" / LAB
-
-
-def _prepend(nb, grade_id, code):
-    cell = _cell(nb, grade_id)
-    cell.source = code.strip("\n") + "\n\n" + cell.source
-    return nb
-
-
-def adversarial() -> dict[str, bytes]:
-    files = {}
-
-    def put(student, nb):
-        files[f"{student}/{LAB}.ipynb"] = nbformat.writes(nb).encode() + b"\n"
-
-    put("control_full", answered())
-    put("ignores_interrupts", _prepend(answered(), "task_1_1_output_size_code", """
-import signal
-signal.signal(signal.SIGINT, signal.SIG_IGN)  # a cell-timeout interrupt cannot stop this loop
-while True:
-    pass
-"""))
-    put("memory_bomb", _prepend(answered(), "task_2_1_model_size_code", """
-hog = bytearray(64 * 2**30)  # 64 GiB
-"""))
-    put("fork_bomb", _prepend(answered(), "task_3_2_pareto_code", """
-import os, time
-children = 0
-try:
-    for _ in range(5000):  # bounded, so a missing sandbox cannot take the machine down
-        if os.fork() == 0:
-            time.sleep(20)
-            os._exit(0)
-        children += 1
-except OSError as exc:
-    print(f"fork refused after {children} children: {exc}")
-"""))
-    put("segfault", _prepend(answered(), "task_3_1_latency_code", """
-import ctypes
-ctypes.string_at(0)  # read address 0: the kernel process dies
-"""))
-    put("network", _prepend(answered(), "task_1_1_output_size_code", """
-import socket
-socket.create_connection(("1.1.1.1", 53), timeout=5).close()  # phone home
-"""))
-    put("reads_hidden_tests", _prepend(answered(), "task_1_1_output_size_code", """
-import json, pathlib, helpers
-root = pathlib.Path(helpers.__file__).resolve().parent.parent
-source = json.loads((root / "solutions" / "lab00_basics" / "lab00_basics.ipynb").read_text())
-print("hidden tests:", [c["source"] for c in source["cells"] if "HIDDEN" in "".join(c["source"])][:1])
-"""))
-    put("edits_gradebook", _prepend(answered(), "task_1_1_output_size_code", """
-import sqlite3, pathlib, helpers
-root = pathlib.Path(helpers.__file__).resolve().parent.parent
-db = next((root / "grading").rglob("gradebook.db"))  # StopIteration when the gradebook is out of sight
-sqlite3.connect(db).execute("UPDATE grade SET manual_score = 100")
-"""))
-    put("writes_outside", _prepend(answered(), "task_2_2_peak_memory_code", """
-import pathlib, helpers
-checks = pathlib.Path(helpers.__file__).resolve().parent / "checks.py"
-checks.write_text("def check_equal(*args, **kwargs): pass")  # make every check pass
-"""))
-    dup = answered()
-    i = next(k for k, c in enumerate(dup.cells) if _grade_id(c) == "task_1_1_output_size")
-    copy = nbformat.from_dict(dup.cells[i])
-    copy["id"] = "duplicate-test-cell"
-    dup.cells.insert(i + 1, copy)
-    put("duplicated_ids", dup)
-    cheat = answered()
-    _cell(cheat, "task_1_1_output_size_code").source = """
-import helpers.checks
-check_equal = lambda *args, **kwargs: None
-try:
-    helpers.checks.check_equal = check_equal
-except AttributeError as exc:
-    print(exc)
-
-def conv2d_output_size(h, kernel, stride=1, padding=0, dilation=1):
-    return h  # wrong, hoping the checks were disabled
-"""
-    put("redefines_checks", cheat)
-    put("huge_output", _prepend(answered(), "task_1_1_output_size_code", """
-for i in range(200_000):
-    print("spam", i)
-"""))
-    return files
-
-
 def _sync(out: Path, want: dict[str, bytes], check: bool) -> list[str]:
     have = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} if out.exists() else {}
     if check:
@@ -202,7 +113,7 @@ def main(argv=None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if samples/ is out of date")
     args = ap.parse_args(argv)
     stale = []
-    for out, want in ((OUT, samples()), (ADVERSARIAL, adversarial())):
+    for out, want in ((OUT, samples()),):
         stale += [f"{out.relative_to(ROOT)}/{k}" for k in _sync(out, want, args.check)]
         if not args.check:
             print(f"wrote {len(want)} samples under {out.relative_to(ROOT)}")

@@ -485,7 +485,7 @@ def codegen(student):
     other = _graph(MODEL_45_OTHER, n_calib=8, calib_seed=101)
     jobs = []
     for g, inplace_, seeds, what in ((lab, True, (11, 12, 13), "the lab's model, inplace=True"),
-                                     (lab, False, (14,), "the lab's model, inplace=False"),
+                                     (_graph(MODEL_45), False, (14, 18), "a 45x45 model, inplace=False"),
                                      (other, True, (15, 16, 17), "another model (45x45 input, 5x5 kernels, "
                                                                  "7 classes), inplace=True")):
         src = gen(_send(g), inplace_)

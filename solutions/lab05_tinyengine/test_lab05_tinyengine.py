@@ -107,8 +107,12 @@ MISTAKES = {
     "codegen: never in place": (
         "task_4_2_codegen_code", "elif op.kind == \"dwconv\" and offsets[x.name] == offsets[y.name]:",
         "elif False:", "task_4_2_codegen"),
-    "codegen: ReLU6 clamp dropped": (
-        "task_4_2_codegen_code", "q = f\"{op.act_min}, {op.act_max}\"", "q = \"-128, 127\"", "task_4_2_codegen"),
+    "codegen: stride 1 everywhere": (
+        "task_4_2_codegen_code", "{op.kernel}, {op.kernel}, {op.stride}, {op.stride}", "{op.kernel}, {op.kernel}, 1, 1",
+        "task_4_2_codegen"),
+    "codegen: the add uses its first input's zero point for both": (
+        "task_4_2_codegen_code", "{y.nbytes}, {x.zero_point}, {b.zero_point}", "{y.nbytes}, {x.zero_point}, {x.zero_point}",
+        "task_4_2_codegen"),
     "codegen: malloc'd arena": (
         "task_4_2_codegen_code", "lines = [\"#include <string.h>\", f\"static int8_t arena[{arena}];\"]",
         "lines = [\"#include <string.h>\\n#include <stdlib.h>\", f\"static int8_t arena[{arena}];\\n"
