@@ -13,10 +13,13 @@ import multiprocessing
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .course import Course
-from .grade import Result, load_result
 from .sanitize import HTML_FILTERS, csv_cell, lock_page, plain_text, untrusted_outputs
+
+if TYPE_CHECKING:
+    from .grade import Result
 
 log = logging.getLogger("effml.report")
 
@@ -29,7 +32,7 @@ def results(course: Course, lab: str | None = None) -> list[Result]:
     grades given in formgrader count."""
     from nbgrader.api import Gradebook
 
-    from .grade import _finish_totals
+    from .grade import Result, _finish_totals, load_result
 
     rows = []
     if not course.db_path.exists():
@@ -114,7 +117,8 @@ FEEDBACK_TIMEOUT_S = float(os.environ.get("EFFML_FEEDBACK_TIMEOUT", "60"))  # pe
 MAX_SOURCE_CHARS = 20_000     # a cell's source
 MAX_OUTPUT_CHARS = 20_000     # one output's text (stream, traceback, text/html, ...)
 MAX_IMAGE_CHARS = 4_000_000   # one image (base64)
-MAX_PAGE_CHARS = 2_000_000    # everything; further outputs give way to a note
+MAX_PAGE_CHARS = 500_000      # all text of a page; further outputs give way to a note
+MAX_PAGE_IMAGE_CHARS = 16_000_000  # all images of a page
 TRUNCATED = "[truncated by the grader]"
 HIDDEN_NOTE = "# (hidden tests are not shown)"
 BEGIN_HIDDEN, END_HIDDEN = "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"
@@ -146,10 +150,12 @@ def prepare_feedback_notebook(nb, show_hidden: bool = False):
     """The copy of an autograded notebook that a student's feedback shows:
     hidden tests removed (with their tracebacks, which quote them), and
     every source and output cut to a size that renders in seconds; past
-    MAX_PAGE_CHARS in all, a cell's further outputs give way to a note."""
+    MAX_PAGE_CHARS of text in all, a cell's further outputs give way to a
+    note (rendering costs up to 0.5 s per 20 000 characters of hostile
+    markdown or HTML); images have a budget of their own."""
     import nbformat
 
-    budget = MAX_PAGE_CHARS
+    budget, images = MAX_PAGE_CHARS, MAX_PAGE_IMAGE_CHARS
 
     def room(limit: int) -> int:
         return max(0, min(limit, budget))
@@ -168,10 +174,10 @@ def prepare_feedback_notebook(nb, show_hidden: bool = False):
         budget -= len(cell.source)
         if "attachments" in cell:
             size = sum(len(str(v)) for v in cell.attachments.values())
-            if size > room(MAX_IMAGE_CHARS):
+            if size > min(MAX_IMAGE_CHARS, images):
                 del cell["attachments"]
             else:
-                budget -= size
+                images -= size
         if not code:
             continue
         kept = []
@@ -202,14 +208,15 @@ def prepare_feedback_notebook(nb, show_hidden: bool = False):
                     if not isinstance(value, str):
                         continue
                     if mime.startswith("image/"):
-                        if len(value) > room(MAX_IMAGE_CHARS):
+                        if len(value) > min(MAX_IMAGE_CHARS, images):
                             del out.data[mime]
-                            out.data.setdefault("text/plain", f"(an image too large to show: {TRUNCATED})")
+                            out.data["text/plain"] = f"(an image too large to show: {TRUNCATED})"
                             continue
+                        images -= len(value)
                     else:
                         value = _cut(value, room(MAX_OUTPUT_CHARS), f"\n{TRUNCATED}")
+                        budget -= len(value)
                     out.data[mime] = value
-                    budget -= len(value)
             kept.append(out)
         cell.outputs = kept
     return nb
@@ -237,10 +244,29 @@ def feedback_preprocessors() -> list:
 
 def _exporter():
     """nbgrader's feedback template on nbconvert's HTMLExporter, with the
-    HTML of markdown cells and outputs sanitised (autograder.sanitize)."""
+    HTML of markdown cells and outputs sanitised (autograder.sanitize), and
+    without the exporter's final BeautifulSoup pass over the whole page (it
+    adds alt text for the lab template; on a page full of escaped ``<`` it
+    took 26 s for 2 MB)."""
     import nbgrader.converters.generate_feedback as gf
-    from nbconvert.exporters import HTMLExporter
+    from nbconvert.exporters import HTMLExporter, TemplateExporter
     from traitlets.config import Config
+
+    class FeedbackExporter(HTMLExporter):
+        def from_notebook_node(self, nb, resources=None, **kw):
+            try:
+                from nbconvert.filters.highlight import Highlight2HTML
+                from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
+            except ImportError:  # another nbconvert: its own way
+                return super().from_notebook_node(nb, resources, **kw)
+            info = nb.metadata.get("language_info", {})
+            lexer = info.get("pygments_lexer", info.get("name", None))
+            resources = self._init_resources(resources)
+            self.register_filter("highlight_code", self.filters.get(
+                "highlight_code", Highlight2HTML(pygments_lexer=lexer, parent=self)))
+            self.register_filter("filter_data_type", WidgetsDataTypeFilter(
+                notebook_metadata=self._nb_metadata, parent=self, resources=resources))
+            return TemplateExporter.from_notebook_node(self, nb, resources, **kw)
 
     here = Path(gf.__file__).resolve().parent.parent / "server_extensions" / "formgrader"
     c = Config()
@@ -249,7 +275,7 @@ def _exporter():
     c.HTMLExporter.extra_template_paths = [str(here / "static" / "node_modules" / "bootstrap" / "dist" / "css")]
     c.HTMLExporter.sanitize_html = True   # outputs: html/markdown cleaned, no JavaScript or widgets
     c.HTMLExporter.filters = dict(HTML_FILTERS)
-    return HTMLExporter(config=c)
+    return FeedbackExporter(config=c)
 
 
 def render_feedback(course: Course, lab: str, student: str, show_hidden: bool = False) -> str:
@@ -279,7 +305,7 @@ def _render_child(conn, course, lab, student, show_hidden, out):
         out.write_text(render_feedback(course, lab, student, show_hidden))
         conn.send(("ok", ""))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent in one line
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        conn.send(("error", f"{type(exc).__name__}: {str(exc)[:500]}"))
     finally:
         conn.close()
 
@@ -356,10 +382,13 @@ def generate_feedback(course: Course, lab: str, show_hidden: bool = False,
         page.parent.mkdir(parents=True, exist_ok=True)
         if (course.autograded(r.student, lab) / f"{lab}.ipynb").exists():
             body, problem = _render_limited(course, lab, r.student, show_hidden, timeout_s)
-            if problem:
-                log.warning("feedback for %s/%s: %s", plain_text(r.student), lab, plain_text(problem, 300))
-                body = _short_page(lab, "The graded notebook could not be shown here "
-                                        f"({plain_text(problem, 300)}); ask your instructor for it.")
+            if problem:  # the details are for the instructor (they may name the grader's files)
+                log.warning("feedback for %s/%s could not be rendered: %s", plain_text(r.student), lab,
+                            plain_text(problem, 300))
+                why = problem if problem.startswith("rendering took") else \
+                    f"rendering failed: {problem.split(':', 1)[0]}"
+                body = _short_page(lab, f"The graded notebook could not be shown here ({plain_text(why, 100)}); "
+                                        "ask your instructor for it.")
         else:
             body = _short_page(lab, "There is no graded notebook to show: see the status above.")
         banner = _banner(r, lab)

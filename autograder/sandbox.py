@@ -168,7 +168,8 @@ class KernelJail:
                 args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
         for name in ("hosts", "hostname", "nsswitch.conf", "passwd", "group"):
             args += ["--ro-bind", str(self.run_dir / "etc" / name), f"/etc/{name}"]
-        args += ["--proc", "/proc", "--dev", "/dev"]
+        args += ["--proc", "/proc", "--dev", "/dev",  # POSIX semaphores (multiprocessing, joblib) need /dev/shm
+                 "--perms", "01777", "--size", str(lim.tmp_bytes), "--tmpfs", "/dev/shm"]
         if Path("/sys/devices/system/cpu").is_dir():  # CPU counts for OpenMP/BLAS
             args += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
         args += ["--perms", "01777", "--size", str(lim.tmp_bytes), "--tmpfs", "/tmp"]

@@ -67,11 +67,12 @@ def _awq_types():
             """A ``helpers.llm.LayerGroup``; reports its linears' weights and
             the state dict of the module it belongs to."""
 
-            owner = None
+            owner, prefix = None, ""
 
             def __effml_plain__(self) -> dict:
                 return {"weights": [lin.weight.detach().clone() for lin in self.linears],
-                        "state": {k: v.detach().clone() for k, v in self.owner.state_dict().items()}}
+                        "state": {k: v.detach().clone() for k, v in self.owner.state_dict().items()
+                                  if k.startswith(self.prefix)}}
 
         _AWQ_TYPES.update(ConcatLinears=ConcatLinears, GroupProbe=GroupProbe)
     return _AWQ_TYPES
@@ -100,9 +101,10 @@ def awq_linears_group(weights, x):
 def awq_llama_group(model, block, group, state=None, bias=(), ids=None):
     """Group ``group`` (qkv, o, gate_up, down) of decoder block ``block`` of
     ``helpers.llm.tiny_llama(**model)``, whose linears named in ``bias`` get a
-    bias, loaded with ``state`` when given; with ``ids`` (``[B, T]``) its
-    calibration input ``x`` is captured as the lab's AWQ pipeline does.
-    Reports its linears' weights and the whole model's state (lab 06)."""
+    bias, loaded with ``state`` (all or part of its state dict) when given;
+    with ``ids`` (``[B, T]``) its calibration input ``x`` is captured as the
+    lab's AWQ pipeline does. Reports its linears' weights and the state of
+    its block (lab 06)."""
     import torch
     from torch import nn
 
@@ -114,7 +116,9 @@ def awq_llama_group(model, block, group, state=None, bias=(), ids=None):
         lin = modules[name]
         lin.bias = nn.Parameter(torch.zeros(lin.out_features))
     if state is not None:
-        m.load_state_dict(state)
+        unexpected = m.load_state_dict(state, strict=False).unexpected_keys
+        if unexpected:
+            raise KeyError(f"not in the model: {unexpected}")
     blk = m.model.layers[block]
     groups = llm.llama_layer_groups(blk)
     if ids is not None:
@@ -125,7 +129,7 @@ def awq_llama_group(model, block, group, state=None, bias=(), ids=None):
     g = {g.name: g for g in groups}[group]
     probe = _awq_types()["GroupProbe"](g.name, g.prev, g.linears, g.inspect, g.prev_channel, g.x,
                                        g.inspect_kwargs)
-    probe.owner = m
+    probe.owner, probe.prefix = m, f"model.layers.{block}."
     return probe
 
 
@@ -323,26 +327,39 @@ def _lab03_types():
                 return None
             return torch.Tensor.as_subclass(torch.as_tensor(t), torch.Tensor).detach().clone()
 
+        def leaf_cotangent(out):
+            """The ``cotangent`` of a GradProbe leaf ``out`` was computed from."""
+            seen, stack = set(), [out.grad_fn]
+            while stack:
+                node = stack.pop()
+                if node is None or node in seen:
+                    continue
+                seen.add(node)
+                cot = getattr(getattr(node, "variable", None), "probe_cotangent", None)
+                if cot is not None and tuple(cot.shape) == tuple(out.shape):
+                    return cot
+                stack.extend(next_node for next_node, _ in node.next_functions)
+            return None
+
         class GradProbe(torch.Tensor):
             """A leaf tensor that requires grad (made by :func:`grad_leaf`). torch
             propagates the subclass, so what a function computes from it is a
             GradProbe too: when that result is sent back it runs ``backward`` with
-            the probe's ``cotangent`` (ones when unset) and reports ``{"value",
+            its leaf's ``probe_cotangent`` (ones when unset) and reports ``{"value",
             "requires_grad"}``; the leaf itself (an argument sent back with
             ``args_back``, after the result) reports ``{"value", "grad"}``."""
 
-            cotangent = None
             probe_leaf = False
             probe_done = False
+            probe_cotangent = None
 
             def __effml_plain__(self) -> dict:
                 if self.probe_leaf:
                     return {"value": plain(self), "grad": plain(self.grad)}
                 out = torch.Tensor.as_subclass(self, torch.Tensor)
                 if out.requires_grad and not self.probe_done:
-                    cot = type(self).cotangent
-                    if cot is None or tuple(cot.shape) != tuple(out.shape):
-                        cot = torch.ones_like(out)
+                    cot = leaf_cotangent(out)
+                    cot = torch.ones_like(out) if cot is None else torch.Tensor.as_subclass(cot, torch.Tensor)
                     torch.autograd.backward(out, grad_tensors=cot.to(out.dtype))
                     self.probe_done = True
                 return {"value": plain(out), "requires_grad": bool(out.requires_grad)}
@@ -409,9 +426,9 @@ def grad_leaf(value, cotangent=None):
     from it uses ``cotangent`` (the weights of ``(result * cotangent).sum()``)."""
     import torch
 
-    cls = type("GradProbe", (_lab03_types()["GradProbe"],), {"cotangent": cotangent, "__module__": __name__})
-    leaf = torch.Tensor._make_subclass(cls, value.detach().clone(), True)
+    leaf = torch.Tensor._make_subclass(_lab03_types()["GradProbe"], value.detach().clone(), True)
     leaf.probe_leaf = True
+    leaf.probe_cotangent = None if cotangent is None else cotangent.detach().clone()
     return leaf
 
 
@@ -537,8 +554,10 @@ _SLEEPY: dict = {}
 
 def sleepy_net(schedule, cfg=(4, "M")):
     """A model of known latency (lab 01's ``measure``): a ``VGGDigits(cfg)`` whose
-    forward first sleeps ``schedule[i]`` seconds on its i-th call (the last value
-    repeats). Reports ``{"batches": [the batch size of every call]}``."""
+    forward sleeps ``schedule[i]`` seconds on its i-th call (the last value repeats)
+    and computes only the batch's first image (so that its latency is the sleep, on
+    a busy machine too; its MACs per image are the VGGDigits'). Reports
+    ``{"batches": [the batch size of every call]}``."""
     if not _SLEEPY:
         from helpers.models import VGGDigits
 
@@ -551,7 +570,7 @@ def sleepy_net(schedule, cfg=(4, "M")):
             def forward(self, x):
                 self.probe_batches.append(int(x.shape[0]))
                 time.sleep(self.probe_schedule[min(len(self.probe_batches), len(self.probe_schedule)) - 1])
-                return super().forward(x)
+                return super().forward(x[:1]).expand(x.shape[0], -1)
 
             def __effml_plain__(self) -> dict:
                 return {"batches": list(self.probe_batches)}
@@ -573,3 +592,129 @@ def torch_layer(kind: str, training: bool = False, **kwargs):
     if kind not in _TORCH_LAYERS:
         raise ValueError(f"torch_layer builds {_TORCH_LAYERS}, not {kind!r}")
     return getattr(nn, kind)(**kwargs).train(bool(training))
+
+
+# ---------------------------------------------------------------- Lab 08: LoRA layers and models
+# Factories the grader names in ``ModuleSpec``: nn.Modules whose report
+# (``__effml_plain__``, taken when the call that received them returns, with
+# ``args_back``) exercises the student's layer class (passed as a ``Ref``) and
+# records what happened as tensors and plain data. torch and transformers are
+# imported only when a factory runs.
+
+_CLASSES: dict = {}
+
+
+def _probe_class(name: str, base: type, report) -> type:
+    key = (name, base)
+    if key not in _CLASSES:
+        _CLASSES[key] = type(name, (base,), {"__module__": __name__, "__effml_plain__": report})
+    return _CLASSES[key]
+
+
+def _lora_exercise_report(self) -> dict:
+    """Build ``layer(self, rank, alpha)`` on this base linear and exercise it."""
+    import torch
+
+    layer = self._layer_cls(self, self._rank, self._alpha)
+    rec = {"class": type(layer).__name__}
+    rec["parameters"] = [(n, list(p.shape), bool(p.requires_grad)) for n, p in layer.named_parameters()]
+    rec["buffers"] = {n: b.detach().clone() for n, b in layer.named_buffers()}
+    rec["buffer_requires_grad"] = [n for n, b in layer.named_buffers() if b.requires_grad]
+    rec["init_A"] = layer.lora_A.detach().clone()
+    rec["init_B"] = layer.lora_B.detach().clone()
+    scaling = getattr(layer, "scaling", None)
+    rec["scaling"] = float(scaling) if isinstance(scaling, (int, float)) or torch.is_tensor(scaling) else None
+    with torch.no_grad():
+        rec["W0"] = layer.dequantized_weight().detach().clone()
+        rec["y_init"] = layer(self._x).detach().clone()
+        layer.lora_A.copy_(self._A)
+        layer.lora_B.copy_(self._B)
+        rec["y"] = layer(self._x).detach().clone()
+    x = self._x.clone().requires_grad_(True)
+    layer(x).pow(2).sum().backward()
+    rec["grad_A"] = None if layer.lora_A.grad is None else layer.lora_A.grad.detach().clone()
+    rec["grad_B"] = None if layer.lora_B.grad is None else layer.lora_B.grad.detach().clone()
+    rec["grad_x"] = None if x.grad is None else x.grad.detach().clone()
+    torch.optim.SGD(layer.parameters(), lr=0.1).step()
+    rec["buffers_after_step"] = {n: b.detach().clone() for n, b in layer.named_buffers()}
+    return rec
+
+
+def lora_exercise(layer, weight, rank: int, alpha: float, x, A, B):
+    """A bias-free ``nn.Linear`` holding ``weight``: hand it to the student's LoRA
+    class as the base; its report builds ``layer(base, rank, alpha)`` and records
+    its parameters, buffers, init, ``dequantized_weight()``, the output at init and
+    with ``lora_A = A``, ``lora_B = B``, the gradients of ``sum(y**2)`` and the
+    buffers after an SGD step."""
+    import torch
+    from torch import nn
+
+    cls = _probe_class("LoRAExerciseBase", nn.Linear, _lora_exercise_report)
+    base = cls(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        base.weight.copy_(weight)
+    base._layer_cls, base._rank, base._alpha = layer, int(rank), alpha
+    base._x, base._A, base._B = x, A, B
+    return base
+
+
+def _llama_report(self) -> dict:
+    """After add_lora / merge_lora: the model's structure, parameters, logits and
+    which parameters a backward pass reaches."""
+    import torch
+
+    layer_cls = self._effml["layer_cls"]
+    ids = self._effml["ids"]
+    rec = {"training": bool(self.training)}
+    rec["modules"] = {n: type(m).__name__ for n, m in self.named_modules() if ".layers." in f".{n}" and
+                      n.count(".") >= 4}
+    rec["lora_modules"] = sorted(n for n, m in self.named_modules()
+                                 if layer_cls is not None and isinstance(m, layer_cls))
+    rec["biases"] = sorted(n for n, m in self.named_modules()
+                           if isinstance(m, torch.nn.Linear) and m.bias is not None)
+    rec["requires_grad"] = sorted(n for n, p in self.named_parameters() if p.requires_grad)
+    rec["state"] = {k: v.detach().clone() for k, v in self.state_dict().items()}
+    rec["recorded"] = dict(self._effml.get("recorded", {}))
+    with torch.no_grad():
+        rec["dequantized"] = {n: m.dequantized_weight().detach().clone() for n, m in self.named_modules()
+                              if layer_cls is not None and isinstance(m, layer_cls)}
+    self.eval()
+    with torch.no_grad():
+        rec["logits"] = self(ids).logits.detach().clone()
+    if self._effml.get("backward"):
+        self.zero_grad(set_to_none=True)
+        self(ids, labels=ids).loss.backward()
+        rec["has_grad"] = sorted(n for n, p in self.named_parameters() if p.grad is not None)
+    return rec
+
+
+def lora_llama(ids, layer=None, lora=None, backward: bool = False, trainable=None, **tiny):
+    """``helpers.llm.tiny_llama(**tiny)`` whose report (after the call it was passed
+    to) gives its structure, state, logits on ``ids`` and, with ``backward``, the
+    parameters a causal-LM loss reaches. ``layer`` is the student's LoRA class (for
+    counting its instances). With ``lora = {"rank", "alpha", "A": {name: tensor},
+    "B": {name: tensor}}`` the block linears named in ``A`` are first replaced by
+    ``layer(linear, rank, alpha)`` with those adapters, and each one's
+    ``dequantized_weight()`` is recorded. ``trainable``: name prefixes of the only
+    parameters left requiring gradients (the rest are frozen)."""
+    import torch
+
+    from helpers import llm
+
+    model = llm.tiny_llama(**tiny)
+    model.__class__ = _probe_class("TinyLlamaProbe", type(model), _llama_report)
+    model._effml = {"layer_cls": layer, "ids": ids, "backward": bool(backward), "recorded": {}}
+    if trainable is not None:
+        for n, p in model.named_parameters():
+            p.requires_grad_(any(n.startswith(t) for t in trainable))
+    if lora:
+        linears = llm.block_linears(model)
+        for name in lora["A"]:
+            parent, _, child = name.rpartition(".")
+            new = layer(linears[name], lora["rank"], lora["alpha"])
+            with torch.no_grad():
+                new.lora_A.copy_(lora["A"][name])
+                new.lora_B.copy_(lora["B"][name])
+                model._effml["recorded"][name] = new.dequantized_weight().detach().clone()
+            setattr(model.get_submodule(parent), child, new)
+    return model

@@ -143,6 +143,7 @@ def build_batch(lab: str, folder: Path, combine: bool) -> dict[str, str]:
             chunk = b"\0" * 2**20
             for _ in range(400):
                 member.write(chunk)
+    expect["zip_bomb"] = "refused"
     (folder / "linked_student").symlink_to(folder / "control_full")
     (folder / "fifo_student").mkdir()
     os.mkfifo(folder / "fifo_student" / f"{lab}.ipynb")
@@ -209,21 +210,26 @@ class AttackBatch:
     def test_hostile_files_are_refused_at_collection(self, batch):
         text = "\n".join(batch["warnings"])
         assert "linked_student" in text and "fifo_student" in text, text
-        assert "zip_bomb" not in batch["results"] or batch["results"]["zip_bomb"].status == "invalid"
+        bomb = batch["results"]["zip_bomb"]
+        assert bomb.status == "invalid" and bomb.auto_score == 0 and "limit" in bomb.reason, bomb
 
     def test_nothing_leaks_into_the_kernel(self, batch):
         nb = self._notebook(batch, "escape_sandbox_leak" if self.COMBINE else "escape_leak_probe")
         probe = json.loads(re.search(r"LEAKPROBE (\{.*\})", self._text(nb)).group(1))
         assert probe["uid"] != 0 and probe["euid"] != 0
         course_root = str(ROOT)
+        # /root exists only as the mount point of the Python installation; /tmp is the jail's own.
+        assert set(probe["root_listing"]) <= {".pyenv"}, probe["root_listing"]
         leaked = [p for p in probe["readable"]
-                  if p.startswith(("/root", "/etc/shadow", "/proc/1/environ", "/home"))
+                  if p.startswith(("/etc/shadow", "/proc/1/environ", "/home", "/tmp/pytest-of"))
                   or (p.startswith(course_root) and not p.startswith((f"{course_root}/helpers",
                                                                         f"{course_root}/datasets",
-                                                                        f"{course_root}/.venv")))
-                  or (p.startswith("/tmp/") and not p.startswith(("/tmp/home", "/tmp/work", "/tmp/effml-")))]
+                                                                        f"{course_root}/.venv")))]
         assert leaked == [], probe
-        assert probe["env_canary"] == [] and probe["sockets"] == [] and probe["network"] is False, probe
+        # The only sockets it reaches are its own kernel's, in its own run folder.
+        assert len({str(Path(s).parent) for s in probe["sockets"]}) <= 1, probe["sockets"]
+        assert not [s for s in probe["sockets"] if not s.startswith("/tmp/effml-")], probe["sockets"]
+        assert probe["env_canary"] == [] and probe["network"] is False, probe
         assert probe["history"] == [], probe
 
     def test_nothing_is_written_outside_and_no_link_is_followed(self, batch):

@@ -8,9 +8,7 @@ that `effml grade` would have left."""
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -428,7 +426,7 @@ def test_one_slow_or_broken_student_does_not_block_the_others(course, monkeypatc
     assert time.monotonic() - start < 30
     assert "an answer" in pages["alice"]
     assert "took longer than 3 s" in pages["slowpoke"] and "98/100" in pages["slowpoke"]
-    assert "the template fell over" in pages["broken"]
+    assert "rendering failed: RuntimeError" in pages["broken"]
     for html in pages.values():
         _assert_inert(html)
 
@@ -479,3 +477,20 @@ def test_nbgraders_own_feedback_is_sanitised_and_hides_hidden_tests(course):
     assert not re.search(r"""(href|src)\s*=\s*["']?\s*javascript:""", body, re.I)
     for tag in re.findall(r"<[a-zA-Z][^<>]*>", body):
         assert not re.search(r"\son[a-z]+\s*=", tag, re.I), tag
+
+
+def test_feedback_copy_strips_hidden_regions_and_bounds_the_page():
+    from autograder.report import MAX_PAGE_CHARS, TRUNCATED, prepare_feedback_notebook, strip_hidden_tests
+
+    src = "a = 1\n    ### BEGIN HIDDEN TESTS\n    assert secret()\n    ### END HIDDEN TESTS\nb = 2"
+    assert strip_hidden_tests(src) == ("a = 1\n    # (hidden tests are not shown)\nb = 2", True)
+    assert strip_hidden_tests("x\n### BEGIN HIDDEN TESTS\nsecret()") == ("x\n# (hidden tests are not shown)", True)
+    assert strip_hidden_tests("plain") == ("plain", False)
+
+    flood = nbformat.v4.new_code_cell("print('x' * 10**9)", outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="x" * 1000) for _ in range(5000)])
+    later = nbformat.v4.new_code_cell("1", outputs=[nbformat.v4.new_output("stream", name="stdout", text="y")])
+    nb = prepare_feedback_notebook(nbformat.v4.new_notebook(cells=[flood, later]))
+    text = sum(len(o.get("text", "")) for c in nb.cells for o in c.outputs)
+    assert text <= MAX_PAGE_CHARS + 1000
+    assert TRUNCATED in nb.cells[0].outputs[-1].text and TRUNCATED in nb.cells[1].outputs[-1].text

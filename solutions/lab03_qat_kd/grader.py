@@ -157,7 +157,8 @@ def _check_reported_acc(reported, actual, name, task_id, hint=None):
 def _check_trained(float_state, before, cfg, name, reference, task_id):
     names = [n for n, _ in VGGDigits(cfg=cfg).named_parameters()]
     same = [n for n in names if torch.equal(float_state[n], before[n])]
-    check(not same, f"`{name}` was not trained: {same[0]} is still that of {reference}.", task=task_id)
+    if same:
+        check(False, f"`{name}` was not trained: its {same[0]} is still that of {reference}.", task=task_id)
 
 
 # ---------------------------------------------------------------- Task 1.1

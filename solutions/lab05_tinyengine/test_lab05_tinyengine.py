@@ -16,13 +16,14 @@ def _locked_cell(grade_id):
     return next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
 
 
-# The set-up cell's imports (the checks build their own graphs: no model, no data here) and the locked
-# `patch_helpers` cell (patch_grid, area) the solution cells use, as in the notebook.
+# The set-up cell's imports and thread setting (the checks build their own graphs: no model, no data
+# here) and the locked `patch_helpers` cell (patch_grid, area) the solution cells use, as in the notebook.
 PREAMBLE = """
 import time
 import numpy as np
 import torch
 from helpers import tinyml
+torch.set_num_threads(1)  # as the set-up cell: the int8 reference's fp64 convs crawl on oversubscribed threads
 """ + _locked_cell("patch_helpers")
 
 # name: (solution cell, fragment, replacement, the test cell that must fail)
@@ -111,7 +112,7 @@ MISTAKES = {
         "task_4_2_codegen_code", "{op.kernel}, {op.kernel}, {op.stride}, {op.stride}", "{op.kernel}, {op.kernel}, 1, 1",
         "task_4_2_codegen"),
     "codegen: the add uses its first input's zero point for both": (
-        "task_4_2_codegen_code", "{y.nbytes}, {x.zero_point}, {b.zero_point}", "{y.nbytes}, {x.zero_point}, {x.zero_point}",
+        "task_4_2_codegen_code", "{b.zero_point}, {y.zero_point}, {n}_m", "{x.zero_point}, {y.zero_point}, {n}_m",
         "task_4_2_codegen"),
     "codegen: malloc'd arena": (
         "task_4_2_codegen_code", "lines = [\"#include <string.h>\", f\"static int8_t arena[{arena}];\"]",

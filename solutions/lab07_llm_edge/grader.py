@@ -9,8 +9,8 @@ settings) where a small script (``_JAIL_SCRIPT``) compiles it with
 ``helpers.kernels.cjit`` and the lab's flags, runs it on seeded problems,
 times it and prints what it got as JSON. Everything that decides a score
 happens here: the exact answers come from ``helpers.llm_edge.gemv_problem``
-computed in this process, the greedy tokens of Task 2.1 from the torch W4A8
-reference model built here.
+computed in this process, the greedy tokens and logits of Task 2.1 from the
+decode engine with a numpy W4A8 GEMV (no C) on a tiny seeded Llama.
 
 Speed is never measured against a fixed threshold: each timing is the
 student's kernel against the course's solution of the same technique
@@ -47,17 +47,52 @@ JAIL_TIMEOUT = 300
 # and in the jail (the student's kernel in the engine).
 _TINY_LLAMA = r'''
 def tiny_llama():
-    """SmolLM2-135M's layer shapes (hidden 576, MLP 1536, 9 query heads of 64 on 3 kv heads: GEMVs with
-    K = 576 and 1536) in 2 layers with a 4096-token vocabulary; seeded weights with a large init, so that
-    greedy tokens vary from step to step."""
+    # SmolLM2-135M's layer shapes (hidden 576, MLP 1536, 9 query heads of 64 on 3 kv heads: GEMVs of
+    # 576 to 4096 rows with K = 576 and 1536) in 2 layers with a 4096-token vocabulary, the weights drawn
+    # from numpy's generator with a fixed seed: the object EdgeLlama reads a transformers Llama through
+    # (config, weights, rotary embedding), without transformers. Linear layers of std 0.5 / sqrt(K) and
+    # an untied output layer: greedy tokens change at every step, yet a few float32 roundings in a GEMV
+    # (another summation order) move the logits by at most about 0.2% of the largest one, far less than
+    # int4 quantization does (about 10%) or a wrong kernel.
+    import types
+    import numpy as np
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(vocab_size=4096, hidden_size=576, intermediate_size=1536, num_hidden_layers=2,
-                      num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=128,
-                      tie_word_embeddings=True, rope_theta=10000.0, initializer_range=0.1, rms_norm_eps=1e-5)
-    with torch.random.fork_rng():
-        torch.manual_seed(7)
-        return LlamaForCausalLM(cfg).eval()
+    V, H, I, L, NH, NKV, D = 4096, 576, 1536, 2, 9, 3, 64
+    rng = np.random.default_rng(7)
+    ns = types.SimpleNamespace
+
+    def w(*shape, std=0.1, mean=0.0):
+        return torch.from_numpy(np.float32(mean) + rng.standard_normal(shape, dtype=np.float32) * np.float32(std))
+
+    def lin(n, k):
+        return ns(weight=w(n, k, std=0.5 / np.sqrt(k)))
+
+    layers = [ns(input_layernorm=ns(weight=w(H, mean=1.0)), post_attention_layernorm=ns(weight=w(H, mean=1.0)),
+                 self_attn=ns(q_proj=lin(NH * D, H), k_proj=lin(NKV * D, H), v_proj=lin(NKV * D, H),
+                              o_proj=lin(H, NH * D)),
+                 mlp=ns(gate_proj=lin(I, H), up_proj=lin(I, H), down_proj=lin(H, I)))
+              for _ in range(L)]
+    embed, head = w(V, H, std=1.0), w(V, H)
+    inv_freq = 1.0 / (10000.0 ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
+
+    def rotary(x, pos):
+        freqs = pos[0].float()[:, None] * inv_freq[None, :]
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return emb.cos()[None], emb.sin()[None]
+
+    cfg = ns(num_attention_heads=NH, num_key_value_heads=NKV, head_dim=D, hidden_size=H, rms_norm_eps=1e-5)
+    inner = ns(embed_tokens=ns(weight=embed), layers=layers, norm=ns(weight=w(H, mean=1.0)), rotary_emb=rotary)
+    return ns(config=cfg, model=inner, lm_head=ns(weight=head))
+
+
+def weights_sum(model):
+    inner = model.model
+    tensors = [inner.embed_tokens.weight, inner.norm.weight, model.lm_head.weight] + [
+        t.weight for layer in inner.layers for t in (
+            layer.input_layernorm, layer.post_attention_layernorm, layer.self_attn.q_proj, layer.self_attn.k_proj,
+            layer.self_attn.v_proj, layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj,
+            layer.mlp.down_proj)]
+    return float(sum(float(t.double().sum()) for t in tensors))
 '''
 
 _JAIL_SCRIPT = r'''
@@ -103,16 +138,21 @@ for name, b in job["builds"].items():
     except (CompileError, CheckError) as exc:
         finish(error=str(exc), build=name)
 
-runs = []
+runs, wrong = [], False
 for r in job.get("runs", []):
     p = llm_edge.gemv_problem(r["n"], r["k"], r["seed"])
     ys = []
     for _ in range(r["repeats"]):
         step(f"running gemv_int4_{job['variant']} with n={r['n']}, k={r['k']}, num_threads={r['threads']}"
              + (", built without AVX2" if r["build"] == "student_noavx2" else ""))
-        ys.append(llm_edge.run_kernel(kernels[r["build"]], p, r["threads"]).tolist())
+        y = llm_edge.run_kernel(kernels[r["build"]], p, r["threads"])
+        scale = float(np.abs(p.y_ref).max()) or 1.0
+        wrong = wrong or not np.allclose(y, p.y_ref, rtol=1e-4, atol=1e-5 * scale)
+        ys.append(y.tolist())
     runs.append(ys)
 out["runs"] = runs
+if wrong:  # the grader will say what is wrong: no need to time it
+    finish()
 
 if "threads" in job:  # the calling thread's CPU time against the whole process's, per batch of calls
     t = job["threads"]
@@ -153,7 +193,7 @@ if "decode" in job:
         torch.set_num_threads(1)
         step("building the tiny Llama")
         model = tiny_llama()
-        out["weights_sum"] = float(sum(float(p.detach().double().sum()) for p in model.parameters()))
+        out["weights_sum"] = weights_sum(model)
         engine = llm_edge.EdgeLlama(model, llm_edge.W4A8Gemv(kernels["student"], num_threads=1),
                                     max_len=d["max_len"])
         cases = []
@@ -220,14 +260,17 @@ def _solution(name: str) -> str:
 
 def _run(task_no: str, variant: str, student_src: str, solution_src: str, *, runs=(), threads=None,
          timing=None, decode=None, no_avx2: bool = False) -> dict:
-    """Compile the reference, the solution and the student's source (and,
-    with ``no_avx2`` on x86, the student's again without AVX2) in a jail,
-    run what the job asks there and return its answer."""
+    """Compile the solution, the student's source (and, with ``no_avx2`` on
+    x86, the student's again without AVX2, and for a timing the scalar
+    reference) in a jail, run what the job asks there and return its
+    answer. The jail skips the timings once a result is wrong (it has the
+    exact answers too); the grader checks every result itself."""
     check(isinstance(student_src, str) and student_src.strip(), f"the C source of gemv_int4_{variant} is empty",
           task=task_no)
-    builds = {"reference": {"source": REFERENCE_SRC, "variant": "reference"},
-              "solution": {"source": solution_src, "variant": variant},
+    builds = {"solution": {"source": solution_src, "variant": variant},
               "student": {"source": student_src, "variant": variant}}
+    if timing:
+        builds["reference"] = {"source": REFERENCE_SRC, "variant": "reference"}
     if no_avx2 and X86:
         builds["student_noavx2"] = {"source": student_src, "variant": variant, "flags": NO_AVX2}
     job = {"task": task_no, "variant": variant, "builds": builds, "runs": list(runs)}
@@ -355,7 +398,7 @@ def _timing(n: int, threads: int, budget_s: float) -> dict:
 def unroll(student):
     src = student.source("UNROLL_SRC")
     cases = [_case(64, 256, 1)] + _cases([(67, 96), (5, 32), (130, 800), (1, 2048), (1003, 576), (6, 1056)], 11)
-    got = _run("1.1", "unroll", src, _solution("UNROLL_SRC"), runs=cases, timing=_timing(BENCH[0], 1, 3.0))
+    got = _run("1.1", "unroll", src, _solution("UNROLL_SRC"), runs=cases, timing=_timing(BENCH[0], 1, 2.0))
     _check_runs(got, cases, "1.1")
     _check_speed(got, "unroll", "1.1", 1, "share each activation load between four rows and unroll the byte loop")
 
@@ -368,9 +411,9 @@ def multithread(student):
              + _cases([(131, 800), (4099, 256)], 130, threads=3, repeats=5)
              + [_case(77, 160, 140, threads=0), _case(77, 160, 150, threads=1), _case(1, 64, 160, threads=2)])
     threads = {"build": "student", "n": 1024, "k": BENCH[1], "threads": 2, "calls": 8, "min_batches": 3,
-               "until": THREAD_SHARE_MAX * 0.75, "budget_s": 3.0}
+               "until": THREAD_SHARE_MAX * 0.75, "budget_s": 2.0}
     got = _run("1.2", "multithread", src, _solution("MULTITHREAD_SRC"), runs=cases, threads=threads,
-               timing=_timing(1024, 2, 4.0))
+               timing=_timing(1024, 2, 3.0))
     _check_runs(got, cases, "1.2")
     _check_threads(got, "multithread", "1.2", 2)
     _check_speed(got, "multithread", "1.2", 2, "each thread takes a contiguous share of the rows")
@@ -385,7 +428,7 @@ def simd(student):
           hint="the kernels compile with auto-vectorization off: the SIMD must be yours")
     cases = ([_case(64, 256, 3)] + _cases([(67, 96), (5, 32), (130, 800), (2, 2080), (1003, 576)], 21)
              + (_cases([(67, 96), (130, 800), (5, 32)], 22, build="student_noavx2") if X86 else []))
-    got = _run("1.3", "simd", src, _solution("SIMD_SRC"), runs=cases, timing=_timing(BENCH[0], 1, 3.0), no_avx2=True)
+    got = _run("1.3", "simd", src, _solution("SIMD_SRC"), runs=cases, timing=_timing(BENCH[0], 1, 2.0), no_avx2=True)
     _check_runs(got, cases, "1.3")
     _check_speed(got, "simd", "1.3", 1, "one block is one 256-bit register: 32 multiply-adds per maddubs")
 
@@ -399,9 +442,9 @@ def all_together(student):
              + [_case(77, 160, 51, threads=0), _case(77, 160, 52, threads=1), _case(3, 64, 53, threads=2)]
              + (_cases([(67, 96), (130, 800)], 61, threads=2, build="student_noavx2") if X86 else []))
     threads = {"build": "student", "n": BENCH[0], "k": BENCH[1], "threads": 2, "calls": 20, "min_batches": 3,
-               "until": THREAD_SHARE_MAX * 0.75, "budget_s": 3.0}
+               "until": THREAD_SHARE_MAX * 0.75, "budget_s": 2.0}
     got = _run("1.4", "all", src, _solution("ALL_SRC"), runs=cases, threads=threads,
-               timing=_timing(BENCH[0], 2, 4.0), no_avx2=True)
+               timing=_timing(BENCH[0], 2, 3.0), no_avx2=True)
     _check_runs(got, cases, "1.4")
     _check_threads(got, "all", "1.4", 2)
     _check_speed(got, "all", "1.4", 2, "SIMD blocks, four rows per iteration, rows shared among the threads")
@@ -422,8 +465,9 @@ class _NumpyW4A8:
     ``quantize_activation``, exact integer block sums (float32 products of
     small integers are exact), one float32 multiply-add per block. In the
     engine it gives the logits a correct kernel gives, to a few float32
-    roundings (far closer than the torch reference, whose attention rounds
-    differently and moves some activations to the next int8 step)."""
+    roundings. (The lab's torch reference, ``w4a8_reference_model``, rounds
+    its attention differently, which moves some activations to the next
+    int8 step: its logits differ from the engine's by about 1%.)"""
 
     def prepare(self, w):
         from helpers.kernels.int4 import quantize_weight_int4
@@ -448,13 +492,12 @@ class _NumpyW4A8:
 
 @functools.lru_cache(maxsize=1)
 def _decode_reference():
-    """The tiny Llama's weight checksum and, per prompt: the greedy tokens
-    of the torch W4A8 reference (``w4a8_reference_model``, as in the lab)
-    and the engine's logits at each of those steps with the numpy W4A8
-    GEMV (:class:`_NumpyW4A8`)."""
+    """The tiny Llama's weight checksum and, per prompt, the greedy tokens
+    of the engine (``helpers.llm_edge.EdgeLlama``) with the numpy W4A8 GEMV
+    (:class:`_NumpyW4A8`) and its logits at each step."""
     import torch
 
-    from helpers.llm_edge import EdgeLlama, greedy, w4a8_reference_model
+    from helpers.llm_edge import EdgeLlama
 
     ns: dict = {}
     exec(_TINY_LLAMA, ns)  # noqa: S102 - our own source, shared with the jail
@@ -462,21 +505,19 @@ def _decode_reference():
     try:
         torch.set_num_threads(1)
         model = ns["tiny_llama"]()
-        weights_sum = float(sum(float(p.detach().double().sum()) for p in model.parameters()))
-        ref = w4a8_reference_model(model)
         engine = EdgeLlama(model, _NumpyW4A8(), max_len=64)
         cases = []
-        with torch.no_grad():
-            for ids, n in zip(PROMPTS, N_TOKENS):
-                tokens = greedy(ref, ids, n)
-                cache = engine.new_cache()
-                logits = [engine.forward(ids, cache)]
-                for token in tokens[:-1]:
-                    logits.append(engine.forward([token], cache))
-                cases.append((list(ids), tokens, np.asarray(logits, dtype=np.float64)))
+        for ids, n in zip(PROMPTS, N_TOKENS):
+            cache = engine.new_cache()
+            logits = [engine.forward(ids, cache)]
+            tokens = [int(np.argmax(logits[-1]))]
+            while len(tokens) < n:
+                logits.append(engine.forward([tokens[-1]], cache))
+                tokens.append(int(np.argmax(logits[-1])))
+            cases.append((list(ids), tokens, np.asarray(logits, dtype=np.float64)))
     finally:
         torch.set_num_threads(torch_threads)
-    return weights_sum, cases
+    return ns["weights_sum"](model), cases
 
 
 @task("task_2_1_decode")
@@ -504,11 +545,10 @@ def decode(student):
         scale = float(np.abs(want).max())
         top2 = np.sort(want, axis=-1)[:, -2:]
         for i, token in enumerate(tokens):
-            clear = top2[i, 1] - top2[i, 0] > MARGIN * scale and int(np.argmax(want[i])) == token
-            if clear and int(np.argmax(mine[i])) != token:
+            if top2[i, 1] - top2[i, 0] > MARGIN * scale and int(np.argmax(mine[i])) != token:
                 raise CheckError(
                     f"Task 2.1: on {what}, greedy decoding with your gemv_int4_all gives token "
-                    f"{int(np.argmax(mine[i]))} at step {i + 1} of {len(tokens)} where the W4A8 torch reference "
+                    f"{int(np.argmax(mine[i]))} at step {i + 1} of {len(tokens)} where the exact W4A8 arithmetic "
                     f"gives {token} {model}\n  Hint: the kernel must reproduce the W4A8 arithmetic exactly; "
                     "run the Part 1 tests again")
         check_close(mine, want, name=f"the logits of each greedy step on {what} {model}", task="2.1", rtol=0,

@@ -27,16 +27,17 @@ LAB = "lab07_llm_edge"
 pytestmark = pytest.mark.lab07_llm_edge
 X86 = platform.machine() in ("x86_64", "AMD64")
 
+# The end of the unroll cell (compiles and runs the kernel): mistakes that
+# would stop the cell there change the source string after it instead.
+UNROLL_TAIL = ('unroll = compile_kernel(UNROLL_SRC, "unroll", task="1.1")\n_p = gemv_problem(64, 256)\n'
+               'print("max |error| on a 64 x 256 problem:", np.abs(run_kernel(unroll, _p) - _p.y_ref).max())')
+
 # name: (solution cell, fragment, replacement, the test cell that must fail)
 MISTAKES = {
     # 1.1
     "unroll: the n % 4 tail rows forgotten": (
         "task_1_1_unroll_code", "    for (; row < n; row++)\n        y[row] = row_scalar(",
         "    for (; row < 0; row++)\n        y[row] = row_scalar(", "task_1_1_unroll"),
-    "unroll: the tail starts again at row 0": (
-        "task_1_1_unroll_code", "    for (; row < n; row++)\n        y[row] = row_scalar(",
-        "    for (row = n - n % 4 - 4 * (n % 4 != 0); row < n; row++)\n        y[row] = row_scalar(",
-        "task_1_1_unroll"),
     "unroll: k taken as a multiple of 64 (byte loop over two blocks)": (
         "task_1_1_unroll_code", "const int nb = k / BLOCK, stride = k / 2;",
         "const int nb = (k / 64) * 2, stride = k / 2;", "task_1_1_unroll"),
@@ -52,18 +53,21 @@ MISTAKES = {
         "            y[r] = row_scalar(codes + (long)r * stride, scales + (long)r * nb, xq, xs, nb);\n"
         "    int row = 0;\n    /* Four rows", "task_1_1_unroll"),
     "unroll: a C syntax error": (
-        "task_1_1_unroll_code", "y[row] = acc0; y[row + 1] = acc1;", "y[row] = acc0 y[row + 1] = acc1;",
+        "task_1_1_unroll_code", UNROLL_TAIL, 'UNROLL_SRC = UNROLL_SRC.replace("y[row] = acc0;", "y[row] = acc0")',
         "task_1_1_unroll"),
     "unroll: the function misnamed": (
-        "task_1_1_unroll_code", "void gemv_int4_unroll(", "void gemv_int4_unrolled(", "task_1_1_unroll"),
+        "task_1_1_unroll_code", UNROLL_TAIL,
+        'UNROLL_SRC = UNROLL_SRC.replace("void gemv_int4_unroll(", "void gemv_int4_unrolled(")', "task_1_1_unroll"),
     # 1.2
-    "multithread: shared accumulator (a data race)": (
+    "multithread: the block loop parallelized, its sum shared (a data race)": (
         "task_1_2_multithread_code",
         "#pragma omp parallel for num_threads(num_threads) schedule(static)\n    for (int row = 0; row < n; row++) {\n"
-        "        const uint8_t *w = codes + (long)row * (k / 2);\n        float acc = 0.0f;",
-        "    float acc;\n"
-        "#pragma omp parallel for num_threads(num_threads) schedule(static)\n    for (int row = 0; row < n; row++) {\n"
-        "        const uint8_t *w = codes + (long)row * (k / 2);\n        acc = 0.0f;",
+        "        const uint8_t *w = codes + (long)row * (k / 2);\n        float acc = 0.0f;\n"
+        "        for (int b = 0; b < nb; b++) {",
+        "    for (int row = 0; row < n; row++) {\n"
+        "        const uint8_t *w = codes + (long)row * (k / 2);\n        float acc = 0.0f;\n"
+        "#pragma omp parallel for num_threads(num_threads)\n"
+        "        for (int b = 0; b < nb; b++) {",
         "task_1_2_multithread"),
     "multithread: num_threads ignored (no threads)": (
         "task_1_2_multithread_code", "#pragma omp parallel for num_threads(num_threads) schedule(static)\n", "",
@@ -101,13 +105,12 @@ MISTAKES = {
     "all: scalar blocks (no SIMD)": (
         "task_1_4_all_code", "#if defined(__AVX2__)\n        __m256 a0 = _mm256_setzero_ps(), a1 = a0",
         "#if 0\n        __m256 a0 = _mm256_setzero_ps(), a1 = a0", "task_1_4_all"),
-    "all: shared accumulators across threads (a data race)": (
+    "all: groups split in n / num_threads chunks, the remainder dropped": (
         "task_1_4_all_code",
-        "#pragma omp parallel for num_threads(num_threads) schedule(static)\n    for (int g = 0; g < n4; g++) {\n"
-        "        const int row = 4 * g;",
-        "    int row;\n"
-        "#pragma omp parallel for num_threads(num_threads) schedule(static)\n    for (int g = 0; g < n4; g++) {\n"
-        "        row = 4 * g;",
+        "#pragma omp parallel for num_threads(num_threads) schedule(static)\n    for (int g = 0; g < n4; g++) {",
+        "    const int per = n4 / (num_threads > 0 ? num_threads : 1);\n"
+        "#pragma omp parallel for num_threads(num_threads) schedule(static)\n"
+        "    for (int g = 0; g < per * (num_threads > 0 ? num_threads : 1); g++) {",
         "task_1_4_all"),
     "all: one scale per row instead of per block": (
         "task_1_4_all_code", "a0 = _mm256_fmadd_ps(_mm256_set1_ps(s0[b] * xs[b]), dot_block(w0 + b * 16, x), a0);",
@@ -118,16 +121,14 @@ MISTAKES = {
     # 2.1: the kernel at work in the decode loop
     "decode: wrong only when num_threads == 1": (
         "task_1_4_all_code", "        y[row] = hsum(a0); y[row + 1] = hsum(a1);",
-        "        y[row] = hsum(a0) * (num_threads == 1 ? 1.01f : 1.0f); y[row + 1] = hsum(a1);",
+        "        y[row] = hsum(a0) * (num_threads == 1 ? 1.1f : 1.0f); y[row + 1] = hsum(a1);",
         "task_2_1_decode"),
     "decode: a scalar kernel, far slower than the solution's": (
         "task_1_4_all_code", "#if defined(__AVX2__)\n        __m256 a0 = _mm256_setzero_ps(), a1 = a0",
         "#if 0\n        __m256 a0 = _mm256_setzero_ps(), a1 = a0", "task_2_1_decode"),
-    "decode: K = 576 mishandled (blocks counted in pairs)": (
-        "task_1_4_all_code", "const int nb = k / BLOCK, stride = k / 2, n4 = n / 4;",
-        "const int nb = (k / 64) * 2, stride = k / 2, n4 = n / 4;", "task_2_1_decode"),
     "decode: ALL_SRC missing": (
-        "task_1_4_all_code", 'ALL_SRC = r"""', 'ALL_SOURCE = r"""', "task_2_1_decode"),
+        "task_1_4_all_code", 'all_kernel = compile_kernel(ALL_SRC, "all", task="1.4")', "del ALL_SRC",
+        "task_2_1_decode"),
 }
 if not X86:  # the no-AVX2 builds are an x86 case
     del MISTAKES["simd: the scalar fallback writes nothing"], MISTAKES["simd: the scalar fallback forgets the zero point"]
@@ -222,7 +223,8 @@ void gemv_int4_multithread(const uint8_t *codes, const float *scales, const int8
 
 def _whole(variable, source, test_id):
     cell = {"UNROLL_SRC": "task_1_1_unroll_code", "MULTITHREAD_SRC": "task_1_2_multithread_code"}[variable]
-    return (cell, f'{variable} = r"""', f'{variable} = r"""{source}"""\n_UNUSED = r"""', test_id)
+    return (cell, f'### BEGIN SOLUTION\n{variable} = r"""',
+            f'### BEGIN SOLUTION\n{variable} = r"""{source}"""\n_UNUSED = r"""', test_id)
 
 
 ALTERNATIVES = {
@@ -246,9 +248,6 @@ ALTERNATIVES = {
     "all: a dynamic schedule over the groups of four rows": (
         "task_1_4_all_code", "num_threads(num_threads) schedule(static)\n    for (int g = 0; g < n4; g++) {",
         "num_threads(num_threads) schedule(dynamic, 8)\n    for (int g = 0; g < n4; g++) {", "task_1_4_all"),
-    "decode: a dynamic schedule over the groups of four rows": (
-        "task_1_4_all_code", "num_threads(num_threads) schedule(static)\n    for (int g = 0; g < n4; g++) {",
-        "num_threads(num_threads) schedule(dynamic, 8)\n    for (int g = 0; g < n4; g++) {", "task_2_1_decode"),
 }
 if not X86:  # the alternatives that are AVX2 code
     del ALTERNATIVES["simd: int8 widened to int16 and madd instead of maddubs"]

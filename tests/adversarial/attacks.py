@@ -264,7 +264,9 @@ try:
     socket.create_connection(("1.1.1.1", 53), timeout=3).close(); seen["network"] = True
 except OSError:
     seen["network"] = False
-seen["history"] = [h for h in (get_ipython().history_manager.input_hist_raw or []) if "effml" in h][:3]
+marker = "__effml" + "_call"  # the grader's calls would show in the history
+seen["history"] = [h for h in (get_ipython().history_manager.input_hist_raw or []) if marker in h][:3]
+seen["root_listing"] = sorted(os.listdir("/root")) if os.path.isdir("/root") else []
 print("LEAKPROBE " + json.dumps(seen))
 """),
     # ---- resource exhaustion
