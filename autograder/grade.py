@@ -153,8 +153,6 @@ def sanitize(course: Course, sub: Submission, nb) -> tuple[object, list[str]]:
     """nbgrader's autograde sanitising: clear outputs, drop duplicated ids,
     restore the release's kernelspec, and overwrite locked and test cells
     (hidden tests included) from the gradebook, re-adding deleted ones."""
-    from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds,
-                                        OverwriteCells, OverwriteKernelspec)
     from nbgrader.utils import compute_checksum, is_grade
 
     reasons = []
@@ -173,10 +171,9 @@ def sanitize(course: Course, sub: Submission, nb) -> tuple[object, list[str]]:
         reasons.append("edited read-only cells " + ", ".join(edited) + " (restored from the release)")
     nb = nbformat.from_dict(nbformat.validator.normalize(nb)[1])  # cells saved without ids get one
     resources = _resources(course, sub)
-    for pp in (ClearOutput(), DeduplicateIds(), OverwriteKernelspec(),
-               OverwriteCells(add_missing_cells=True), CheckCellMetadata()):
+    for pp in nbgrader_pipeline("sanitize"):
         pp.log.setLevel(logging.ERROR)
-        nb, resources = pp.preprocess(nb, resources)
+        nb, resources = pp(nb, resources)  # __call__ honours `enabled`, as nbgrader's exporter does
         for cell in nb.cells:  # DeduplicateIds leaves `nbgrader: {}` on the copies it drops
             if cell.metadata.get("nbgrader") == {}:
                 del cell.metadata["nbgrader"]
@@ -235,6 +232,13 @@ def _prepare(course: Course, sub: Submission, lab_sha: str, exec_root: Path):
     return path, base
 
 
+def _log_path(course: Course, sub: Submission) -> Path:
+    """The executor's log (kernel start-up, executor errors), kept for the instructor."""
+    path = course.workdir / "logs" / sub.lab / f"{sub.student}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def _remove(path: Path) -> None:
     if path.is_symlink() or path.is_file():
         path.unlink()
@@ -275,21 +279,36 @@ def apply_verdicts(nb, checks: dict) -> None:
                 f"Grader: 0/{points:g} points", message])]
 
 
-def _finalize(course: Course, sub: Submission, base: Result, exec_result) -> Result:
-    from nbgrader.preprocessors import LimitOutput, SaveAutoGrades
+def nbgrader_pipeline(stage: str) -> list:
+    """nbgrader's own autograde pipelines, derived from nbgrader rather than
+    retyped: ``sanitize`` (clear outputs, dedupe ids, restore kernelspec and
+    locked cells, re-adding deleted ones) and ``record`` (its autograde
+    pipeline without ``Execute``: the trusted executor has run the notebook)."""
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import Execute
+    from traitlets.config import Config
 
+    config = Config({"OverwriteCells": {"add_missing_cells": True}})
+    autograde = Autograde(config=config)
+    classes = (autograde.sanitize_preprocessors if stage == "sanitize"
+               else [p for p in autograde.autograde_preprocessors if p is not Execute])
+    return [cls(config=config) for cls in classes]
+
+
+def _finalize(course: Course, sub: Submission, base: Result, exec_result) -> Result:
     start = time.monotonic()
     nb = exec_result.notebook
     apply_verdicts(nb, exec_result.checks or {})
     resources = _resources(course, sub)
-    for pp in (LimitOutput(), SaveAutoGrades()):
+    for pp in nbgrader_pipeline("record"):
         pp.log.setLevel(logging.ERROR)
-        nb, resources = pp.preprocess(nb, resources)
+        nb, resources = pp(nb, resources)
     out = course.autograded(sub.student, sub.lab)
     if out.is_symlink() or out.exists():
         _remove(out)
     out.mkdir(parents=True)
     nbformat.write(nb, out / f"{sub.lab}.ipynb")
+    _remove(course.workdir / "exec" / sub.lab / sub.student)  # nothing of the run stays behind
     base.status = exec_result.status
     base.reasons = base.reasons + exec_result.reasons
     base.exec_s = exec_result.duration_s
@@ -399,7 +418,7 @@ def grade(course: Course, subs: list[Submission], options: GradeOptions | None =
                        cell_timeout=cell_timeout, notebook_timeout=nb_timeout, cwd=path.parent,
                        env=env, sandbox=options.sandbox, checks=course.checks_file(sub.lab),
                        check_timeout=limits.get("check_timeout", DEFAULT_CHECK_TIMEOUT),
-                       log_path=path.with_name("execution.log"))
+                       log_path=_log_path(course, sub))
 
     with _executor(options) as pool:
         futures = {pool.submit(run, item): item for item in pending}
@@ -424,6 +443,7 @@ def _collect(course: Course, futures: dict, results: list, progress) -> None:
             result = _finalize(course, sub, base, fut.result())
         except Exception as exc:  # noqa: BLE001 - one bad submission never stops a batch
             log.exception("grading %s/%s failed", sub.student, sub.lab)
+            _remove(course.workdir / "exec" / sub.lab / sub.student)
             _zero_grades(course, sub)
             base.status, base.reasons = "failed", base.reasons + [f"the grader failed: {exc}"]
             _finish_totals(course, base)

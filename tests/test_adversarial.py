@@ -279,7 +279,10 @@ class AttackBatch:
         for page in pages:
             html = page.read_text(errors="replace")
             low = html.lower()
-            assert "<script>alert" not in low and "onerror=" not in low and "javascript:alert" not in low, page
+            # Escaped student text (&lt;script&gt;) is harmless; live tags and attributes are not.
+            assert not re.search(r"<script", low), page
+            assert not re.search(r"<[a-z][^>]*\son[a-z]+\s*=", low), page
+            assert not re.search(r"(href|src)\s*=\s*[\"']?\s*javascript:", low), page
             assert "content-security-policy" in low, page
 
     # -- helpers

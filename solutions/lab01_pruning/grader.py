@@ -17,9 +17,11 @@ data; see :func:`_kernel_record`.
 Speed is not graded on this machine's clock: Task 2.3 grades the MACs and
 parameters ``measure`` reports (exact, against ``helpers.profile``) and its
 latency method on models of known latency (``helpers.probes.sleepy_net``: a
-forward pass that sleeps a set time), where the reported milliseconds and the
-ratio between a slow and a fast model are fixed by the sleeps, not by how busy
-the machine is.
+forward pass that sleeps a set time and computes almost nothing), where the
+sleep bounds the reported milliseconds from below and the ratio between a slow
+and a fast model follows the sleeps with generous margins for a busy machine.
+The notebook's measured speedup of the channel-pruned model is not graded;
+its MACs must fall (checked against ``helpers.profile`` here).
 """
 import math
 
@@ -441,23 +443,26 @@ def measure(student):
     small = _vgg(cfg, 0)
     stats, _ = f(_spec(small, cfg))
     _check_stats(stats, small, "measure(VGGDigits(cfg=(4, 'M', 8, 'M')))")
-    # Latency on models of known latency: a forward pass sleeps 10 ms (one call of the
-    # fast model sleeps 1.5 s: an outlier the median ignores) or 30 ms.
+    # Latency on models of known latency: a forward pass that sleeps 20 ms or 80 ms.
+    # The sleep is a hard lower bound; the upper bounds and the ratio leave room for a
+    # busy machine (they catch seconds or microseconds, and a figure that does not
+    # follow the model's latency).
     net = VGGDigits(cfg=[4, "M"])
-    fast_schedule = [0.01] * 9 + [1.5] + [0.01]
     latencies = {}
-    for name, schedule in (("fast", fast_schedule), ("slow", [0.03])):
-        stats, (record,) = f(ModuleSpec("helpers.probes.sleepy_net", {"schedule": schedule, "cfg": (4, "M")}))
-        _check_stats(stats, net, f"measure(a model whose forward takes {1e3 * schedule[0]:g} ms)")
+    for sleep in (0.02, 0.08):
+        ms = 1e3 * sleep
+        stats, (record,) = f(ModuleSpec("helpers.probes.sleepy_net", {"schedule": [sleep], "cfg": (4, "M")}))
+        _check_stats(stats, net, f"measure(a model whose forward pass takes {ms:g} ms)")
         batches = record.get("batches", []) if type(record) is dict else []
         check(not batches or 256 in batches, f"measure() ran the model on batches of {sorted(set(batches))}, "
               "expected the latency of a batch of 256 images.", task="2.3")
-        latencies[name] = float(stats["latency_ms"])
-        check_in_range(latencies[name], 1e3 * schedule[0] * 0.95, 1e3 * schedule[0] * 3 + 15,
-                       name=f"latency_ms of a model whose forward pass takes {1e3 * schedule[0]:g} ms", task="2.3",
-                       hint="report the median time of one forward pass, in milliseconds")
-    check_in_range(latencies["slow"] / latencies["fast"], 1.5, 4.5,
-                   name="latency ratio of a 30 ms model to a 10 ms model", task="2.3")
+        latencies[sleep] = float(stats["latency_ms"])
+        check_in_range(latencies[sleep], 0.95 * ms, 20 * ms + 200,
+                       name=f"latency_ms of a model whose forward pass takes {ms:g} ms", task="2.3",
+                       hint="report the time of one forward pass in milliseconds")
+    check_in_range(latencies[0.08] / latencies[0.02], 1.2, 4.5,
+                   name="latency ratio of an 80 ms model to a 20 ms model", task="2.3",
+                   hint="time the model you are given (one forward pass of a batch of 256 images)")
     # The notebook's figures: MACs and parameters of the dense and the channel-pruned model.
     dense = _vgg_from_state(_module_state(student.value("dense"), "`dense`", "2.3"), "`dense`", "2.3")
     pruned = _vgg_from_state(_module_state(student.value("channel_pruned"), "`channel_pruned`", "2.3"),

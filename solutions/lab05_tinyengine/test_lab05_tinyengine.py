@@ -78,7 +78,7 @@ MISTAKES = {
         "rest_peak = max(plan_layer_by_layer(graph)[n_ops:])", "task_3_2_patch_plan"),
     "patch plan: no halo (tiles = the patch itself)": (
         "task_3_2_patch_plan_code", "        regions = stage_regions(graph, n_ops, region)\n        tile",
-        "        regions = {t: region for t in graph.tensors}\n        tile", "task_3_2_patch_plan"),
+        "        regions = {t: region for t in stage_regions(graph, n_ops, region)}\n        tile", "task_3_2_patch_plan"),
     "patch plan: no ValueError at a bad split": (
         "task_3_2_patch_plan_code", "    if crossing:\n", "    if False:\n", "task_3_2_patch_plan"),
     "patch plan: overhead without the -1": (
