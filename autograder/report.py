@@ -64,9 +64,14 @@ def format_table(rows: list[Result]) -> str:
     lines = [head, "-" * (len(head) + 20)]
     for r in rows:
         pending = "yes" if r.manual_pending else ""
+        reason = "; ".join(x for x in (r.reason, _review_summary(r)) if x)
         lines.append(f"{plain_text(r.lab, 20):<20} {plain_text(r.student, 22):<22}"
                      f"{f'{r.total_score:g}/{r.max_score:g}':>10}{f'{r.auto_score:g}/{r.auto_max:g}':>10}"
-                     f"{_manual(r):>9}  {pending:<8}{plain_text(r.status, 16):<17}{plain_text(r.reason, 110)}")
+                     f"{_manual(r):>9}  {pending:<8}{plain_text(r.status, 16):<17}{plain_text(reason, 110)}")
+    flagged = sum(1 for r in rows if r.review)
+    if flagged:
+        lines.append(f"\nneeds review: {flagged} submission(s) use constructs that can tamper with grading "
+                     "(their scores are the trusted checks'; `effml export` lists what was found)")
     waiting = sum(1 for r in rows if r.manual_pending)
     if waiting:
         lines.append(f"\npending: {PENDING} for {waiting} submission(s) (written answers, in Formgrader); "
@@ -93,11 +98,11 @@ def export_csv(course: Course, out_dir: Path, lab: str | None = None) -> list[Pa
         with open(path, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(row(["student", "total", "max_score", "auto_score", "auto_max", "manual_score",
-                            "manual_max", "pending", "status", "reason", *tasks]))
+                            "manual_max", "pending", "status", "reason", "needs_review", *tasks]))
             for r in lab_rows:
                 w.writerow(row([r.student, f"{r.total_score:g}", f"{r.max_score:g}", f"{r.auto_score:g}",
                                 f"{r.auto_max:g}", f"{r.manual_score:g}", f"{r.manual_max:g}",
-                                PENDING if r.manual_pending else "", r.status, r.reason,
+                                PENDING if r.manual_pending else "", r.status, r.reason, " | ".join(r.review),
                                 *["" if r.tasks.get(t) is None else f"{r.tasks[t]:g}" for t in tasks]]))
         written.append(path)
     path = out_dir / "tasks.csv"
@@ -355,6 +360,13 @@ def _short_page(lab: str, text: str) -> str:
                      "</body></html>")
 
 
+def _review_summary(r: Result) -> str:
+    if not r.review:
+        return ""
+    first = r.review[0]
+    return f"{first}" + (f" (+{len(r.review) - 1} more)" if len(r.review) > 1 else "")
+
+
 def _banner(r: Result, lab: str) -> str:
     manual = ("" if not r.manual_max and not r.manual_pending else
               f"; written answers: {PENDING} ({r.manual_max:g} points)" if r.manual_pending else
@@ -363,7 +375,10 @@ def _banner(r: Result, lab: str) -> str:
             f"<b>{html.escape(lab)}</b>: {r.total_score:g}/{r.max_score:g} points in total "
             f"({r.auto_score:g}/{r.auto_max:g} automatic points{manual}). "
             f"Status: {html.escape(plain_text(r.status))}."
-            + (f"<br>{html.escape(plain_text(r.reason))}" if r.reason else "") + "</div><!--/effml-->")
+            + (f"<br>{html.escape(plain_text(r.reason))}" if r.reason else "")
+            + ("<br>A person will review this notebook (the score above is unchanged): "
+               + "; ".join(html.escape(plain_text(x, 200)) for x in r.review[:5]) if r.review else "")
+            + "</div><!--/effml-->")
 
 
 def generate_feedback(course: Course, lab: str, show_hidden: bool = False,

@@ -718,3 +718,170 @@ def lora_llama(ids, layer=None, lora=None, backward: bool = False, trainable=Non
                 model._effml["recorded"][name] = new.dequantized_weight().detach().clone()
             setattr(model.get_submodule(parent), child, new)
     return model
+
+
+# ---------------------------------------------------------------- Lab 09: distributed drivers
+# Lab 09's checks run the student's code on N ranks through the notebook's own
+# ``launch`` (``helpers.distributed.launch``): the function they hand it is a
+# ``DistWorker``, built in the kernel by ``ModuleSpec`` with the student's
+# functions and classes as ``Ref``s and the inputs as tensors. On every rank it
+# runs one of the drivers below (the lab's test workers: no solution code) and
+# returns plain data (tensors, numbers, lists, dicts), which ``launch`` gathers
+# by rank; the grader compares it with its own single-process reference.
+
+
+def _detached(value, depth: int = 0):
+    import torch
+
+    if depth > 8:
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if type(value) in (list, tuple):
+        return type(value)(_detached(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return {k: _detached(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+class DistWorker:
+    """``launch(DistWorker(job, fns, **params), N)`` runs the driver ``job`` on each
+    of the N ranks: ``fns`` holds the student's code by notebook name."""
+
+    JOBS = ("allreduce", "dp_train", "bucketed", "zero", "gpipe", "timed", "parallel_linear", "tp_mlp")
+
+    def __init__(self, job, fns=None, **params):
+        if job not in self.JOBS:
+            raise ValueError(f"unknown job {job!r}")
+        self.job, self.fns, self.params = job, dict(fns or {}), params
+        self.__name__ = f"the grader's {job} run"   # launch names the function in its errors
+
+    def __call__(self, rank, world_size):
+        return getattr(self, "_" + self.job)(rank, world_size, **self.params)
+
+    def _allreduce(self, rank, world_size, sizes, seed, grads):
+        from helpers import distributed as hd
+
+        model = hd.make_mlp(sizes, seed)
+        for p, g in zip(model.parameters(), grads[rank]):
+            p.grad = None if g is None else g.clone()
+        self.fns["allreduce_gradients"](model, world_size)
+        return [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+
+    def _dp_train(self, rank, world_size, sizes, seed, steps, batch_size, lr, accum=None):
+        from helpers import distributed as hd
+
+        data, targets = hd.toy_regression(steps * batch_size, sizes[0], sizes[-1], seed)
+        model = hd.make_mlp(sizes, seed)
+        with hd.count_collectives() as log:
+            if accum is None:
+                history = self.fns["dp_train"](rank, world_size, model, data, targets, steps, batch_size, lr)
+            else:
+                history = self.fns["dp_train_accum"](rank, world_size, model, data, targets, steps, batch_size,
+                                                     accum, lr)
+        return {"history": _detached(history), "calls": [[name, int(payload)] for name, payload, _ in log.calls]}
+
+    def _bucketed(self, rank, world_size, sizes, seed, cap, frozen):
+        import torch.distributed as dist
+        import torch.nn.functional as F
+
+        from helpers import distributed as hd
+
+        model = hd.make_mlp(sizes, seed)
+        if frozen:
+            model[0].bias.requires_grad_(False)
+        reducer = self.fns["BucketedAllReducer"](model, world_size, cap)
+        index = {id(p): i for i, p in enumerate(model.parameters())}
+        buckets = [[index.get(id(p), -1) for p in b] for b in reducer.buckets]
+        events, real_all_reduce = [], dist.all_reduce
+
+        def logged_all_reduce(*args, **kwargs):
+            events.append("all_reduce")
+            return real_all_reduce(*args, **kwargs)
+
+        dist.all_reduce = logged_all_reduce   # this rank's own process only
+        grads, calls = [], []
+        for step in range(2):
+            x, y = hd.toy_regression(8, sizes[0], sizes[-1], seed + 100 * step + rank)
+            x.requires_grad_(True)
+            x.register_hook(lambda g: events.append("input_grad"))   # the very end of backward
+            model.zero_grad()
+            events.clear()
+            F.mse_loss(model(x), y).backward()
+            reducer.wait()
+            calls.append(list(events))
+            grads.append([None if p.grad is None else p.grad.detach().clone() for p in model.parameters()])
+        dist.all_reduce = real_all_reduce
+        return {"buckets": buckets, "calls": calls, "grads": grads}
+
+    def _zero(self, rank, world_size, sizes, seed, steps, batch_size, lr, eps):
+        import torch.nn.functional as F
+
+        from helpers import distributed as hd
+
+        data, targets = hd.toy_regression(steps * batch_size, sizes[0], sizes[-1], seed)
+        model = hd.make_mlp(sizes, seed)
+        local = batch_size // world_size
+        opt = self.fns["ShardedAdam"](model.parameters(), rank, world_size, lr=lr, eps=eps)
+        for s in range(steps):
+            lo = s * batch_size + rank * local
+            opt.zero_grad()
+            F.mse_loss(model(data[lo:lo + local]), targets[lo:lo + local]).backward()
+            opt.step()
+        return {"params": [p.detach().clone() for p in model.parameters()],
+                "state_bytes": int(hd.tensor_bytes(opt.state))}
+
+    def _gpipe(self, rank, world_size, width, batch, n_micro, seed):
+        from helpers import distributed as hd
+
+        stage = hd.make_pipeline_stages(world_size, width, seed)[rank]
+        x, target = hd.toy_regression(batch, width, width, seed)
+        loss = self.fns["gpipe_step"](stage, x, target, n_micro, rank, world_size)
+        return {"loss": _detached(loss), "grads": [None if p.grad is None else p.grad.detach().clone()
+                                                  for p in stage.parameters()]}
+
+    def _timed(self, rank, world_size, n_micro, batch, width, fwd_s, bwd_s, seed):
+        return _detached(self.fns["timed_gpipe_step"](rank, world_size, n_micro, batch, width, fwd_s, bwd_s, seed))
+
+    @staticmethod
+    def _linears(fc1, fc2):
+        from torch import nn
+
+        layers = []
+        for state in (fc1, fc2):
+            out_f, in_f = state["weight"].shape
+            layer = nn.Linear(in_f, out_f)
+            layer.load_state_dict(state)
+            layers.append(layer)
+        return layers
+
+    def _parallel_linear(self, rank, world_size, fc1, fc2, x):
+        import torch
+        import torch.nn.functional as F
+
+        col_cls, row_cls = self.fns["ColumnParallelLinear"], self.fns["RowParallelLinear"]
+        fc1, fc2 = self._linears(fc1, fc2)
+        with torch.no_grad():
+            col = col_cls(fc1, rank, world_size)
+            col_gathered = col_cls(fc1, rank, world_size, gather_output=True)
+            row = row_cls(fc2, rank, world_size)
+            row_full_input = row_cls(fc2, rank, world_size, input_is_parallel=False)
+            h = col(x)
+            k = fc1.out_features // world_size
+            out = {"col": h, "col_gathered": col_gathered(x), "row": row(fc1(x)[:, rank * k:(rank + 1) * k]),
+                   "row_full": row_full_input(fc1(x)), "mlp": row(F.gelu(h)),
+                   "n_params": [sum(p.numel() for p in m.parameters()) for m in (col, row)]}
+        return _detached(out)
+
+    def _tp_mlp(self, rank, world_size, fc1, fc2, x, cotangent):
+        fc1, fc2 = self._linears(fc1, fc2)
+        k = fc1.out_features // world_size
+        rows = slice(rank * k, (rank + 1) * k)
+        w1 = fc1.weight.detach()[rows].clone().requires_grad_()
+        b1 = fc1.bias.detach()[rows].clone().requires_grad_()
+        w2 = fc2.weight.detach()[:, rows].clone().requires_grad_()
+        b2 = fc2.bias.detach().clone().requires_grad_()
+        x = x.clone().requires_grad_()
+        y = self.fns["tp_mlp_forward"](x, w1, b1, w2, b2)
+        (y * cotangent).sum().backward()
+        return _detached({"y": y, "x": x.grad, "w1": w1.grad, "b1": b1.grad, "w2": w2.grad, "b2": b2.grad})

@@ -11,7 +11,7 @@ planning, patch-based inference, code generation):
 - the int8 reference: :func:`run_op` and :func:`run_reference` (numpy/torch);
 - :func:`mcu_mobilenet`, the float MobileNetV2-style model the lab deploys;
 - the C side: :func:`kernel_source` (``helpers/kernels/c/int8.c`` plus
-  ``helpers/tinyml_c/ops.c``), :func:`c_array` and :func:`compile_model`, which
+  ``helpers/kernels/c/tinyml_ops.c``), :func:`c_array` and :func:`compile_model`, which
   compiles a generated C file defining
   ``void model_run(const int8_t *input, int8_t *output)`` and runs it;
 - :func:`record_metric` for the figures ``benchmarks/tinyml.py`` reads.
@@ -26,11 +26,13 @@ import os
 import statistics
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-OPS_C = Path(__file__).resolve().parent / "tinyml_c" / "ops.c"
+from helpers.kernels.cjit import C_SOURCE_DIR
+
+# The C of add_int8 / avgpool_int8, with the other kernels (shipped as package data).
+OPS_C = C_SOURCE_DIR / "tinyml_ops.c"
 KINDS = ("conv", "dwconv", "add", "avgpool", "linear")
 
 
@@ -351,9 +353,7 @@ def kernel_source() -> str:
     """C source of every kernel a generated model may call: ``conv2d_int8``,
     ``depthwise_conv2d_int8``, ``depthwise_conv2d_int8_inplace``, ``gemm_int8``
     (``helpers/kernels/c/int8.c``), ``add_int8`` and ``avgpool_int8``
-    (``helpers/tinyml_c/ops.c``). Prepend it to the generated code."""
-    from helpers.kernels.cjit import C_SOURCE_DIR
-
+    (``helpers/kernels/c/tinyml_ops.c``). Prepend it to the generated code."""
     return (C_SOURCE_DIR / "int8.c").read_text() + "\n" + OPS_C.read_text() + "\n"
 
 

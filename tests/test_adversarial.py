@@ -207,6 +207,17 @@ class AttackBatch:
                 and r.auto_score != r.auto_max}
         assert lost == {}
 
+    def test_tampering_is_flagged_for_review_without_touching_scores(self, batch):
+        from autograder.report import format_table, results
+
+        results_ = batch["results"]
+        assert results_["control_full"].review == []
+        unflagged = [s for s, r in results_.items() if batch["expect"][s] == "zero" and not r.review
+                     and not s.endswith("skip_tags")]  # tags are metadata, not code
+        assert unflagged == []
+        table = format_table(results(batch["course"], self.LAB))
+        assert "needs review" in table
+
     def test_hostile_files_are_refused_at_collection(self, batch):
         text = "\n".join(batch["warnings"])
         assert "linked_student" in text and "fifo_student" in text, text

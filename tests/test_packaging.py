@@ -54,3 +54,31 @@ def test_jupyterlab_has_nbgrader_enabled():
     assert re.search(r"@jupyter/nbgrader v\S+ \S*enabled", lab.stdout + lab.stderr)
     server = subprocess.run([str(bindir / "jupyter"), "server", "extension", "list"], capture_output=True, text=True)
     assert re.search(r"nbgrader.server_extensions.formgrader \S*enabled", server.stdout + server.stderr)
+
+
+# What a build must not pick up from the working tree (ignored by git or machine-local).
+_NOT_SOURCES = (".git", ".venv", "grading", "build", "dist", "__pycache__", "*.egg-info", ".pytest_cache",
+                ".hypothesis", ".ipynb_checkpoints", ".cache")
+
+
+def test_wheel_ships_every_c_source_of_helpers_and_no_solutions_or_tests(tmp_path):
+    """Built from a copy of the tree (a build writes egg-info and build/ next to
+    its sources): every .c/.h under helpers/ is in the wheel, and nothing of
+    solutions/ or tests/ is."""
+    import shutil
+    import zipfile
+
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*_NOT_SOURCES))
+    out = tmp_path / "wheel"
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                           "-q", "-w", str(out), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (wheel,) = out.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "helpers").rglob("*")
+                     if p.suffix in (".c", ".h") and p.is_file())
+    assert "helpers/kernels/c/tinyml_ops.c" in sources
+    assert [s for s in sources if s not in names] == [], "add them to [tool.setuptools.package-data]"
+    leaked = sorted(n for n in names if n.split("/")[0] in ("solutions", "tests"))
+    assert leaked == []
