@@ -415,8 +415,38 @@ def _lab03_types():
                 self.train(was_training)
                 return report
 
+        class ModelView(nn.Module):
+            """Stands for a notebook model (not a copy: it is not registered as a
+            submodule) in a call such as ``test_accuracy(view)``: runs it, records
+            the argmax of every forward pass and reports ``predictions``, the
+            model's ``training`` flag, ``state`` and the effective ``weights`` of
+            its Conv2d/Linear layers (what ``layer.weight`` evaluates to)."""
+
+            def __init__(self, model):
+                super().__init__()
+                object.__setattr__(self, "target", model)
+                self.training = model.training
+                self.seen = []
+
+            def forward(self, x):
+                out = self.target(x)
+                self.seen.append(torch.Tensor.as_subclass(out, torch.Tensor).detach().argmax(1))
+                return out
+
+            def train(self, mode: bool = True):
+                self.target.train(mode)
+                return super().train(mode)
+
+            def __effml_plain__(self) -> dict:
+                model = self.target
+                layers = {n: m for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+                with torch.no_grad():
+                    weights = {n: plain(m.weight) for n, m in layers.items()}
+                return {"predictions": torch.cat(self.seen) if self.seen else None, "training": model.training,
+                        "state": {k: plain(v) for k, v in model.state_dict().items()}, "weights": weights}
+
         VGGProbe.__qualname__ = "VGGProbe"
-        _LAB03_TYPES.update(GradProbe=GradProbe, VGGProbe=VGGProbe)
+        _LAB03_TYPES.update(GradProbe=GradProbe, VGGProbe=VGGProbe, ModelView=ModelView)
     return _LAB03_TYPES
 
 
@@ -885,3 +915,9 @@ class DistWorker:
         y = self.fns["tp_mlp_forward"](x, w1, b1, w2, b2)
         (y * cotangent).sum().backward()
         return _detached({"y": y, "x": x.grad, "w1": w1.grad, "b1": b1.grad, "w2": w2.grad, "b2": b2.grad})
+
+
+def model_view(model, key=None):
+    """A ``ModelView`` of ``model`` (a notebook variable, ``Ref``), or of
+    ``model[key]`` when it is a dict of models (see :func:`_lab03_types`)."""
+    return _lab03_types()["ModelView"](model if key is None else model[key])

@@ -11,7 +11,8 @@ planning, patch-based inference, code generation):
 - the int8 reference: :func:`run_op` and :func:`run_reference` (numpy/torch);
 - :func:`mcu_mobilenet`, the float MobileNetV2-style model the lab deploys;
 - the C side: :func:`kernel_source` (``helpers/kernels/c/int8.c`` plus
-  ``helpers/kernels/c/tinyml_ops.c``), :func:`c_array` and :func:`compile_model`, which
+  ``helpers/kernels/c/tinyml_ops.c``), :func:`run_op_c` (the ``add`` and
+  ``avgpool`` ops of ``tinyml_ops.c`` on arrays), :func:`c_array` and :func:`compile_model`, which
   compiles a generated C file defining
   ``void model_run(const int8_t *input, int8_t *output)`` and runs it;
 - :func:`record_metric` for the figures ``benchmarks/tinyml.py`` reads.
@@ -21,6 +22,7 @@ Tensors are single images, channels last: ``(H, W, C)``.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import statistics
@@ -34,6 +36,8 @@ from helpers.kernels.cjit import C_SOURCE_DIR
 # The C of add_int8 / avgpool_int8, with the other kernels (shipped as package data).
 OPS_C = C_SOURCE_DIR / "tinyml_ops.c"
 KINDS = ("conv", "dwconv", "add", "avgpool", "linear")
+# Generated models compile single-threaded, as a microcontroller runs them.
+MCU_FLAGS = ("-O2", "-shared", "-fPIC")
 
 
 def record_metric(name: str, value) -> None:
@@ -357,6 +361,49 @@ def kernel_source() -> str:
     return (C_SOURCE_DIR / "int8.c").read_text() + "\n" + OPS_C.read_text() + "\n"
 
 
+@functools.lru_cache(maxsize=1)
+def _ops_lib() -> ctypes.CDLL:
+    from helpers.kernels.cjit import compile_c
+
+    lib = compile_c(OPS_C.read_text(), name="tinyml_ops", flags=MCU_FLAGS)
+    P, I = ctypes.c_void_p, ctypes.c_int
+    lib.add_int8.argtypes = [P, P, P] + [I] * 4 + [P, P, I, I]
+    lib.add_int8.restype = None
+    lib.avgpool_int8.argtypes = [P, P] + [I] * 8
+    lib.avgpool_int8.restype = None
+    return lib
+
+
+def run_op_c(graph: QGraph, op: QOp, inputs: list) -> np.ndarray:
+    """The C result of an ``add`` or ``avgpool`` op (``tinyml_ops.c``, built
+    as :func:`compile_model` builds); :func:`run_op` is its reference."""
+    from helpers.kernels.cjit import ptr
+
+    if op.kind not in ("add", "avgpool"):
+        raise ValueError(f"run_op_c runs the ops of tinyml_ops.c (add, avgpool), not {op.kind!r}; "
+                         "the others are in helpers.kernels.int8")
+    t_in = [graph.tensors[n] for n in op.inputs]
+    out_t = graph.tensors[op.output]
+    x = [np.ascontiguousarray(v, dtype=np.int8) for v in inputs]
+    mult = np.ascontiguousarray(op.multiplier, dtype=np.int32)
+    shift = np.ascontiguousarray(op.shift, dtype=np.int32)
+    if op.kind == "add":
+        if x[0].shape != x[1].shape:
+            raise ValueError(f"add: the inputs have shapes {x[0].shape} and {x[1].shape}; they must match")
+        y = np.empty_like(x[0])
+        _ops_lib().add_int8(ptr(x[0], "int8", name="a"), ptr(x[1], "int8", name="b"),
+                            ptr(y, "int8", name="y", writable=True), y.size, t_in[0].zero_point,
+                            t_in[1].zero_point, out_t.zero_point, ptr(mult, "int32", name="multiplier"),
+                            ptr(shift, "int32", name="shift"), op.act_min, op.act_max)
+        return y
+    channels = x[0].shape[-1]
+    y = np.empty(channels, dtype=np.int8)
+    _ops_lib().avgpool_int8(ptr(x[0], "int8", name="x"), ptr(y, "int8", name="y", writable=True),
+                            x[0].size // channels, channels, t_in[0].zero_point, out_t.zero_point,
+                            int(mult[0]), int(shift[0]), op.act_min, op.act_max)
+    return y
+
+
 def c_array(name: str, values, ctype: str = "int8_t") -> str:
     """``static const <ctype> name[n] = {...};`` for a flat array of integers."""
     flat = np.asarray(values).reshape(-1)
@@ -401,5 +448,5 @@ def compile_model(source: str, graph: QGraph, name: str = "model") -> CModel:
 
     if "model_run" not in source:
         raise ValueError("the generated C must define `void model_run(const int8_t *input, int8_t *output)`")
-    lib = compile_c(source, name=name, flags=("-O2", "-shared", "-fPIC"))
+    lib = compile_c(source, name=name, flags=MCU_FLAGS)
     return CModel(lib, graph.tensors[graph.input].shape, graph.tensors[graph.output].shape)

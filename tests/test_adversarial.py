@@ -119,16 +119,22 @@ def build_batch(lab: str, folder: Path, combine: bool) -> dict[str, str]:
 
     put("control_full", answered(lab), "full")
     if combine:
-        by_class = {}
+        # An LLM notebook takes a minute or more: one notebook per group of classes, every class in one.
+        groups = {"silencing": "cheat_silencing", "execute_result": "cheat_silencing",
+                  "replacing": "cheat_replacing", "lying": "cheat_replacing", "forged_executor": "cheat_replacing",
+                  "host_side": "escape_sandbox_leak", "sandbox_leak": "escape_sandbox_leak",
+                  "script_injection": "escape_sandbox_leak", "exhaustion": "escape_exhaustion"}
+        by_group = {}
         for name, attack in ATTACKS.items():
-            if name in ("skip_tags", "forked_memory"):  # costly to repeat on an LLM lab; lab 00 has them
+            if name in ("skip_tags", "forked_memory"):  # lab 00 has these; they add nothing here
                 continue
-            by_class.setdefault((attack.kind, attack.klass), []).append(attack)
-        for (kind, klass), attacks in by_class.items():
+            by_group.setdefault(groups[attack.klass], []).append(attack)
+        for student, attacks in by_group.items():
+            kind = attacks[0].kind
             nb = release(lab) if kind == "cheat" else answered(lab, INJECTED_MARKDOWN)
             for attack in _combine(attacks):
                 nb = with_attack(nb, lab, attack)
-            put(f"{kind}_{klass}", nb, "zero" if kind == "cheat" else klass)
+            put(student, nb, "zero" if kind == "cheat" else student.split("_", 1)[1])
     else:
         for name, attack in ATTACKS.items():
             if attack.kind == "cheat":

@@ -439,17 +439,17 @@ def _check_stats(stats, model, what):
 @task("task_2_3_measure")
 def measure(student):
     f = student.function("measure", args_back=True)
-    cfg = (4, "M", 8, "M")
+    cfg = (2, "M", 4, "M")
     small = _vgg(cfg, 0)
     stats, _ = f(_spec(small, cfg))
-    _check_stats(stats, small, "measure(VGGDigits(cfg=(4, 'M', 8, 'M')))")
-    # Latency on models of known latency: a forward pass that sleeps 20 ms or 80 ms.
+    _check_stats(stats, small, f"measure(VGGDigits(cfg={cfg}))")
+    # Latency on models of known latency: a forward pass that sleeps 10 ms or 40 ms.
     # The sleep is a hard lower bound; the upper bounds and the ratio leave room for a
     # busy machine (they catch seconds or microseconds, and a figure that does not
     # follow the model's latency).
     net = VGGDigits(cfg=[4, "M"])
     latencies = {}
-    for sleep in (0.02, 0.08):
+    for sleep in (0.01, 0.04):
         ms = 1e3 * sleep
         stats, (record,) = f(ModuleSpec("helpers.probes.sleepy_net", {"schedule": [sleep], "cfg": (4, "M")}))
         _check_stats(stats, net, f"measure(a model whose forward pass takes {ms:g} ms)")
@@ -460,8 +460,8 @@ def measure(student):
         check_in_range(latencies[sleep], 0.95 * ms, 20 * ms + 200,
                        name=f"latency_ms of a model whose forward pass takes {ms:g} ms", task="2.3",
                        hint="report the time of one forward pass in milliseconds")
-    check_in_range(latencies[0.08] / latencies[0.02], 1.2, 4.5,
-                   name="latency ratio of an 80 ms model to a 20 ms model", task="2.3",
+    check_in_range(latencies[0.04] / latencies[0.01], 1.2, 5.5,
+                   name="latency ratio of a 40 ms model to a 10 ms model", task="2.3",
                    hint="time the model you are given (one forward pass of a batch of 256 images)")
     # The notebook's figures: MACs and parameters of the dense and the channel-pruned model.
     dense = _vgg_from_state(_module_state(student.value("dense"), "`dense`", "2.3"), "`dense`", "2.3")

@@ -45,7 +45,7 @@ SCAN_SPARSITIES = [0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 scan = sensitivity_scan(dense, SCAN_SPARSITIES, lambda m: 50.0)
 """,
     "task_2_3_measure": """
-dense = VGGDigits(cfg=(8, 8, "M", 16, "M")).eval()
+dense = VGGDigits(cfg=(4, 4, "M", 8, "M")).eval()
 CHANNEL_PRUNE_RATIO = 0.5
 channel_pruned = channel_prune(apply_channel_sorting(dense), CHANNEL_PRUNE_RATIO)
 dense_stats, pruned_stats = measure(dense), measure(channel_pruned)

@@ -132,9 +132,9 @@ def _float_state(state, cfg, name, task_id):
     return out, parametrized
 
 
-def _quantized_model_acc(student, name, state, cfg, bits, task_id):
-    """Accuracy on the test split, and levels per channel, of the model with
-    the float weights of ``state`` made by the student's ``prepare_qat(., bits)``."""
+def _ptq_acc(student, name, state, cfg, bits, task_id):
+    """Test accuracy of ``prepare_qat(model, bits)`` (the student's), evaluated
+    without training, ``model`` a ``VGGDigits(cfg)`` with ``state``."""
     x, y = _test_split()
     got = student.function("prepare_qat")(ModuleSpec("helpers.probes.vgg_probe", {"cfg": list(cfg), "eval_inputs": x},
                                                      state), bits)
@@ -144,7 +144,23 @@ def _quantized_model_acc(student, name, state, cfg, bits, task_id):
     preds = got["predictions"]
     check(isinstance(preds, torch.Tensor) and preds.shape == y.shape, f"{name}: no predictions came back.",
           task=task_id)
-    return 100.0 * (preds == y).float().mean().item(), got["weights"]
+    return 100.0 * (preds == y).float().mean().item()
+
+
+def _view(student, name, key, task_id):
+    """``test_accuracy`` of the notebook's model ``name`` (``name[key]``) run in the
+    kernel through a ``helpers.probes.model_view``: the test accuracy of what it
+    predicted (computed here), its effective weights and its state."""
+    _, y = _test_split()
+    label = name if key is None else f"{name}[{key}]"
+    _, args = student.call("test_accuracy", ModuleSpec("helpers.probes.model_view", {"model": Ref(name), "key": key}),
+                           args_back=True)
+    got = args[0] if type(args) is list and len(args) == 1 else None
+    check(type(got) is dict and isinstance(got.get("predictions"), torch.Tensor)
+          and tuple(got["predictions"].shape) == tuple(y.shape),
+          f"the grader could not evaluate {label} on the test split (is `test_accuracy` from the set-up cell "
+          "still defined?)", task=task_id)
+    return 100.0 * (got["predictions"] == y).float().mean().item(), got
 
 
 def _check_reported_acc(reported, actual, name, task_id, hint=None):
@@ -270,22 +286,19 @@ def ptq_vs_qat(student):
               f"`{name}` needs one entry per bit width in {list(BITS)}.", task="1.3")
     teacher = _teacher_state()
     for bits in BITS:
-        acc, _ = _quantized_model_acc(student, "the teacher", teacher, VGG_DIGITS_CFG, bits, "1.3")
+        acc = _ptq_acc(student, "the teacher", teacher, VGG_DIGITS_CFG, bits, "1.3")
         _check_reported_acc(ptq_acc[bits], acc, f"ptq_acc[{bits}]", "1.3",
                             hint="PTQ is prepare_qat(teacher, bits) evaluated without training")
     for bits in BITS:
         name = f"qat_models[{bits}]"
-        state, parametrized = _float_state(qat_models[bits], VGG_DIGITS_CFG, name, "1.3")
-        if not parametrized:
-            for key, value in state.items():
-                if key.endswith(".weight") and value.dim() > 1:
-                    check(_levels(value) <= 2 ** bits - 1, f"{name} is not quantized to {bits} bits ({key}).",
-                          task="1.3", hint="train prepare_qat(teacher, bits)")
+        acc, got = _view(student, "qat_models", bits, "1.3")
+        for layer, w in got["weights"].items():
+            check(_levels(w) <= 2 ** bits - 1, f"{name} is not quantized to {bits} bits ({layer} has {_levels(w)} "
+                  "distinct values in a channel).", task="1.3", hint="train prepare_qat(teacher, bits)")
+        state, _ = _float_state(ModuleState("", got["state"]), VGG_DIGITS_CFG, name, "1.3")
         _check_trained(state, teacher, VGG_DIGITS_CFG, name, "the teacher", "1.3")
-        acc, _ = _quantized_model_acc(student, name, state, VGG_DIGITS_CFG, bits, "1.3")
         _check_reported_acc(qat_acc[bits], acc, f"qat_acc[{bits}]", "1.3",
-                            hint=f"qat_acc[bits] is the test accuracy of qat_models[bits], a {bits}-bit "
-                                 "prepare_qat(teacher, bits) trained for QAT_EPOCHS epochs")
+                            hint="qat_acc[bits] is the test accuracy of qat_models[bits]")
 
 
 # ---------------------------------------------------------------- Task 2.1
@@ -375,19 +388,16 @@ def train_students(student):
 @task("task_3_1_qat_kd")
 def qat_kd(student):
     kd_state, _ = _float_state(student.value("student_kd"), STUDENT_CFG, "student_kd", "3.1")
-    acc, _ = _quantized_model_acc(student, "student_kd", kd_state, STUDENT_CFG, 2, "3.1")
+    acc = _ptq_acc(student, "student_kd", kd_state, STUDENT_CFG, 2, "3.1")
     _check_reported_acc(student.value("student_ptq_acc"), acc, "student_ptq_acc", "3.1")
     for name, acc_name in (("student_qat", "student_qat_acc"), ("student_qat_kd", "student_qat_kd_acc")):
-        state, parametrized = _float_state(student.value(name), STUDENT_CFG, name, "3.1")
-        if not parametrized:
-            for key, value in state.items():
-                if key.endswith(".weight") and value.dim() > 1:
-                    check(_levels(value) <= 3, f"{name} is not a 2-bit model ({key} has more than 3 levels in a "
-                          "channel).", task="3.1", hint="start from prepare_qat(student_kd, 2)")
+        acc, got = _view(student, name, None, "3.1")
+        for layer, w in got["weights"].items():
+            check(_levels(w) <= 3, f"{name} is not a 2-bit model ({layer} has {_levels(w)} distinct values in a "
+                  "channel, more than 3).", task="3.1", hint="start from prepare_qat(student_kd, 2)")
+        state, _ = _float_state(ModuleState("", got["state"]), STUDENT_CFG, name, "3.1")
         _check_trained(state, kd_state, STUDENT_CFG, name, "student_kd", "3.1")
-        acc, _ = _quantized_model_acc(student, name, state, STUDENT_CFG, 2, "3.1")
-        _check_reported_acc(student.value(acc_name), acc, acc_name, "3.1",
-                            hint=f"{name} is prepare_qat(student_kd, 2), trained")
+        _check_reported_acc(student.value(acc_name), acc, acc_name, "3.1")
     # One QAT + KD training step on a fixed model and batch: 2-bit fake-quantized weights, the teacher's soft targets.
     torch.manual_seed(31)
     model = VGGDigits(cfg=STUDENT_CFG)

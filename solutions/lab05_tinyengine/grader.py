@@ -300,7 +300,7 @@ def receptive_field(student):
         check_equal(_region(f(op, ((1, 3), (2, 5)), (6, 6, 4)), "input_region", "3.1"), ((1, 3), (2, 5)),
                     name=f"input_region of an {kind} op", task="3.1", hint="add and avgpool need the same region")
     rng = random.Random(8)
-    for _ in range(200):
+    for _ in range(120):   # each is a call into the kernel (~50 ms when grading)
         k = rng.choice((1, 3, 5, 7))
         s = rng.choice((1, 2))
         p = k // 2

@@ -90,14 +90,16 @@ MISTAKES = {
         "task_1_3_simd_code", "_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw)",
         "_mm256_set_m128i(raw, _mm_srli_epi16(raw, 4))", "task_1_3_simd"),
     "simd: the scalar fallback writes nothing": (
-        "task_1_3_simd_code", "            acc += s[b] * xs[b] * (float)isum;\n        }\n        y[row] = acc;\n#endif",
+        "task_1_3_simd_code",
+        "            acc += s[b] * xs[b] * (float)isum;\n        }\n        y[row] = acc;\n#endif",
         "            acc += s[b] * xs[b] * (float)isum;\n        }\n        (void)acc;\n#endif", "task_1_3_simd"),
     "simd: the scalar fallback forgets the zero point": (
         "task_1_3_simd_code", "                isum += ((w[b * 16 + j] & 0x0F) - 8) * xq[b * BLOCK + j]",
         "                isum += ((w[b * 16 + j] & 0x0F)) * xq[b * BLOCK + j]", "task_1_3_simd"),
     # 1.4
     "all: the tail rows forgotten": (
-        "task_1_4_all_code", "    for (int row = 4 * n4; row < n; row++)", "    for (int row = 4 * n4; row < 4 * n4; row++)",
+        "task_1_4_all_code", "    for (int row = 4 * n4; row < n; row++)",
+        "    for (int row = 4 * n4; row < 4 * n4; row++)",
         "task_1_4_all"),
     "all: num_threads ignored": (
         "task_1_4_all_code", "#pragma omp parallel for num_threads(num_threads) schedule(static)\n    for (int g = 0;",
@@ -130,9 +132,14 @@ MISTAKES = {
         "task_1_4_all_code", 'all_kernel = compile_kernel(ALL_SRC, "all", task="1.4")', "del ALL_SRC",
         "task_2_1_decode"),
 }
-if not X86:  # the no-AVX2 builds are an x86 case
-    del MISTAKES["simd: the scalar fallback writes nothing"], MISTAKES["simd: the scalar fallback forgets the zero point"]
-    del MISTAKES["all: the fallback (no AVX2) forgets the zero point"]
+# Mistakes in the AVX2 code or in the builds without AVX2: x86 cases (the course grades on x86).
+AVX2_ONLY = {"simd: no intrinsics (the scalar loop)", "simd: zero point not subtracted",
+             "simd: the nibble halves swapped (high nibbles first)", "simd: the scalar fallback writes nothing",
+             "simd: the scalar fallback forgets the zero point", "all: scalar blocks (no SIMD)",
+             "all: one scale per row instead of per block", "all: the fallback (no AVX2) forgets the zero point",
+             "decode: wrong only when num_threads == 1", "decode: a scalar kernel, far slower than the solution's"}
+if not X86:
+    MISTAKES = {name: spec for name, spec in MISTAKES.items() if name not in AVX2_ONLY}
 
 # Correct kernels written differently: full marks. A whole source replaces the
 # solution's (the solution's string is kept, unused, after it).
@@ -249,6 +256,12 @@ ALTERNATIVES = {
         "task_1_4_all_code", "num_threads(num_threads) schedule(static)\n    for (int g = 0; g < n4; g++) {",
         "num_threads(num_threads) schedule(dynamic, 8)\n    for (int g = 0; g < n4; g++) {", "task_1_4_all"),
 }
+ALTERNATIVES["simd: a debug printf left in the kernel (its output must not spoil the answer)"] = (
+    "task_1_3_simd_code", "    (void)num_threads;\n    const int nb = k / BLOCK;\n",
+    "    (void)num_threads;\n"
+    "    { extern int printf(const char *, ...); extern int fflush(void *); extern void *stdout;\n"
+    "      printf(\"simd: n=%d k=%d\\n\", n, k); fflush(stdout); }\n"
+    "    const int nb = k / BLOCK;\n", "task_1_3_simd")
 if not X86:  # the alternatives that are AVX2 code
     del ALTERNATIVES["simd: int8 widened to int16 and madd instead of maddubs"]
 

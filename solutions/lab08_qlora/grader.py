@@ -254,16 +254,18 @@ def code_books(student):
         idx, absmax = _ref_blockwise(w, book, 64)
         want = ((book[idx].reshape(-1, 64) * absmax[:, None]).reshape(w.shape) - w).pow(2).mean()
         check_close(e[name], want, name=f"reconstruction_mse of a 64x64 normal weight ({name.upper()})", task="4.1",
-                    rtol=1e-4)
+                    rtol=1e-4, atol=1e-12)
     check(e["nf4"] < e["int4"] and e["nf4"] < e["fp4"], f"on normal weights NF4 should have the smallest error: {e}",
           task="4.1")
     w = torch.randn(32, 128, generator=_gen(8)) * 0.02
+    got = {}
     for block in (32, 64, 128):
         idx, absmax = _ref_blockwise(w, NF4, block)
         want = ((NF4[idx].reshape(-1, block) * absmax[:, None]).reshape(w.shape) - w).pow(2).mean()
-        check_close(_number(mse(w, NF4, block), "reconstruction_mse", "4.1"), want,
-                    name=f"reconstruction_mse (NF4, block {block})", task="4.1", rtol=1e-4,
-                    hint="quantize and dequantize with the block_size you are given")
+        got[block] = _number(mse(w, NF4, block), "reconstruction_mse", "4.1")
+        check_close(got[block], want, name=f"reconstruction_mse (NF4, block {block})", task="4.1", rtol=1e-4,
+                    atol=1e-12, hint="quantize and dequantize with the block_size you are given")
+    check(got[32] < got[128], "smaller blocks should give a smaller error: is block_size passed through?", task="4.1")
 
 
 # ---------------------------------------------------------------- Part 2: LoRA
@@ -409,7 +411,17 @@ def add_lora(student):
               "every lora_A must receive a gradient.", task="6.1")
 
 
+_REF_RUNS: dict = {}
+
+
 def _ref_finetune(tiny, trainable, stream, steps, batch, seq, lr, seed):
+    key = repr((tiny, trainable, stream.tolist(), steps, batch, seq, lr, seed))
+    if key not in _REF_RUNS:  # the lab's own tests run the same check many times
+        _REF_RUNS[key] = _ref_finetune_run(tiny, trainable, stream, steps, batch, seq, lr, seed)
+    return _REF_RUNS[key]
+
+
+def _ref_finetune_run(tiny, trainable, stream, steps, batch, seq, lr, seed):
     model = llm.tiny_llama(**tiny)
     for n, p in model.named_parameters():
         p.requires_grad_(any(n.startswith(t) for t in trainable))
@@ -446,7 +458,9 @@ def finetune(student):
             check(sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5,
                   f"the loss did not fall: first {losses[:3]}, last {losses[-3:]}", task="7.1",
                   hint="are the trainable parameters passed to the optimizer, and is zero_grad called each step?")
-        check_close(losses, want_losses, rtol=2e-3, atol=1e-4, name=f"losses ({steps} AdamW steps, lr={lr}, seed={seed})",
+        # AdamW with or without its default weight decay both pass: it moves the losses by < 0.5 % and the
+        # updates by < 5 % here; a wrong lr, batch or missing zero_grad moves them by 40 % or more.
+        check_close(losses, want_losses, rtol=1e-2, atol=1e-4, name=f"losses ({steps} AdamW steps, lr={lr}, seed={seed})",
                     task="7.1", hint="batch t is llm.sample_windows(train_ids, batch_size, seq_len, seed=seed + t); "
                     "backward, step and zero the gradients every step")
         state = rec["state"]
@@ -458,8 +472,10 @@ def finetune(student):
         check(not still, f"only {len(moving) - len(still)} of {len(moving)} trainable tensors were updated "
               f"(not {still[:2]}).", task="7.1")
         for k in moving:
-            check_close(state[k], want_state[k], rtol=1e-2, atol=2e-4, name=f"{k} after training", task="7.1",
-                        hint="AdamW over the parameters that require gradients, with the lr you are given")
+            update, want_update = state[k].float() - start[k], want_state[k] - start[k]
+            off = float((update - want_update).norm() / want_update.norm().clamp(min=1e-12))
+            check(off < 0.15, f"the update of {k} is {100 * off:.0f}% off the expected AdamW update.", task="7.1",
+                  hint="AdamW over the parameters that require gradients, with the lr you are given")
         check(not rec["training"], "finetune should leave the model in eval mode.", task="7.1")
 
 

@@ -81,9 +81,9 @@ MISTAKES = {
     # ---- more
     "code book: offset 1 - 1/32 instead of delta": (
         "task_1_1_nf4_code_book_code", "offset = 0.9677083", "offset = 1 - 1 / 32", "task_1_1_nf4_code_book"),
-    "blockwise: a block of zeros divides by zero": (
-        "task_2_1_blockwise_code", "normed = blocks / absmax.clamp(min=1e-12)[:, None]",
-        "normed = blocks / absmax[:, None]", "task_2_1_blockwise"),
+    "blockwise: block maximum instead of absolute maximum": (
+        "task_2_1_blockwise_code", "absmax = blocks.abs().amax(dim=1)", "absmax = blocks.amax(dim=1)",
+        "task_2_1_blockwise"),
     "blockwise: unpack puts the low nibble first": (
         "task_2_1_blockwise_code", "torch.stack([packed >> 4, packed & 0xF], dim=1)",
         "torch.stack([packed & 0xF, packed >> 4], dim=1)", "task_2_1_blockwise"),
