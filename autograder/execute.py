@@ -42,6 +42,7 @@ def thread_env(concurrent: int) -> dict:
     2 threads each and 88 s with 1 each on 2 cores. A value already set in
     the environment wins."""
     n = str(max(1, (os.cpu_count() or 1) // max(1, concurrent)))
+    n = next((os.environ[v] for v in THREAD_VARS if os.environ.get(v)), n)  # one variable set sets them all
     return {var: os.environ.get(var, n) for var in THREAD_VARS}
 
 

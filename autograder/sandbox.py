@@ -171,6 +171,9 @@ class KernelJail:
         args += ["--proc", "/proc", "--dev", "/dev",  # POSIX semaphores (multiprocessing, joblib) need /dev/shm
                  "--perms", "01777", "--size", str(lim.tmp_bytes), "--tmpfs", "/dev/shm"]
         if Path("/sys/devices/system/cpu").is_dir():  # CPU counts for OpenMP/BLAS
+            # Readable parents: gloo lists /sys/bus/pci/devices and tolerates ENOENT, not EACCES.
+            for d in ("/sys", "/sys/devices", "/sys/devices/system"):
+                args += ["--perms", "0755", "--dir", d]
             args += ["--ro-bind", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
         args += ["--perms", "01777", "--size", str(lim.tmp_bytes), "--tmpfs", "/tmp"]
         keep = [p for p in sorted({str(Path(p).resolve()) for p in self.sandbox.keep}) if Path(p).exists()]

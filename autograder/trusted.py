@@ -69,15 +69,20 @@ class Student:
     def call(self, name: str, *args, args_back: bool = False, timeout: float | None = None, **kwargs):
         """``name(*args, **kwargs)`` in the kernel. With ``args_back`` the
         result is ``(result, [args after the call])`` for functions that work
-        in place."""
+        in place. (A student keyword named ``timeout`` or ``args_back``: use
+        ``function(name)``, which passes every keyword through.)"""
+        return self._call(name, args, kwargs, args_back, timeout)
+
+    def _call(self, name, args, kwargs, args_back, timeout):
         return self._request({"op": "call", "name": name, "args": _enc_json(list(args)),
                               "kwargs": _enc_json(dict(kwargs)), "args_back": bool(args_back)},
                              f"the result of {name}()", timeout)
 
     def function(self, name: str, *, args_back: bool = False, timeout: float | None = None):
-        """A callable that calls the student's ``name`` in the kernel."""
+        """A callable that calls the student's ``name`` in the kernel; all its
+        arguments, keywords included, go to the student's function."""
         def remote(*args, **kwargs):
-            return self.call(name, *args, args_back=args_back, timeout=timeout, **kwargs)
+            return self._call(name, args, kwargs, args_back, timeout)
         remote.__name__ = name
         return remote
 

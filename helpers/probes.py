@@ -264,7 +264,7 @@ def call_plain(fn, args=(), kwargs=None, catch: bool = False, forbid=()):
         raised = [c.__name__ for c in type(exc).__mro__]
     finally:
         if paths:
-            sys.setprofile(previous)
+            sys.setprofile(previous if previous is None or callable(previous) else None)
     return {"value": to_plain(value), "args": to_plain(list(args)), "kwargs": to_plain(kwargs),
             "forbidden": hits[0] if hits else None, "raised": raised}
 
@@ -466,6 +466,12 @@ def vgg_probe(cfg, **kwargs):
     """A ``VGGProbe`` (a ``VGGDigits(cfg=cfg)`` that reports its weights, gradients and
     predictions; see :func:`_lab03_types`); ``ModuleSpec`` loads its state."""
     return _lab03_types()["VGGProbe"](list(cfg), **kwargs)
+
+
+def model_view(model, key=None):
+    """A ``ModelView`` of ``model`` (a notebook variable, ``Ref``), or of
+    ``model[key]`` when it is a dict of models (see :func:`_lab03_types`)."""
+    return _lab03_types()["ModelView"](model if key is None else model[key])
 
 
 # ---------------------------------------------------------------- Labs 01-02: pruning and PTQ
@@ -917,7 +923,174 @@ class DistWorker:
         return _detached({"y": y, "x": x.grad, "w1": w1.grad, "b1": b1.grad, "w2": w2.grad, "b2": b2.grad})
 
 
-def model_view(model, key=None):
-    """A ``ModelView`` of ``model`` (a notebook variable, ``Ref``), or of
-    ``model[key]`` when it is a dict of models (see :func:`_lab03_types`)."""
-    return _lab03_types()["ModelView"](model if key is None else model[key])
+# ---------------------------------------------------------------- Lab 04: architecture search
+# Search functions take an ``rng`` and cost/fitness callables, which the grader builds
+# in the kernel here; they record how the student's code called them.
+
+
+def seeded_random(seed):
+    """``random.Random(seed)``, for functions that take an ``rng`` (sent back, with
+    ``args_back``, as ``{"random": seed}``)."""
+    import random
+
+    class SeededRandom(random.Random):
+        def __effml_plain__(self) -> dict:
+            return {"random": int(seed)}
+
+    return SeededRandom(int(seed))
+
+
+def toy_cost(arch) -> dict:
+    """Lab 04's synthetic cost of an arch (its tests' ``_toy_cost``)."""
+    from helpers import ofa
+
+    blocks = ofa.active_blocks(arch)
+    return {"macs": arch["r"] ** 2 * sum(b["k"] ** 2 * b["e"] for b in blocks),
+            "peak": arch["r"] ** 2 * max(b["e"] for b in blocks)}
+
+
+def toy_bigger(arch) -> int:
+    """Lab 04's synthetic fitness that rewards big networks."""
+    from helpers import ofa
+
+    return arch["r"] + sum(b["k"] * b["e"] for b in ofa.active_blocks(arch))
+
+
+def toy_match(arch, target) -> int:
+    """How many genes of ``arch`` equal those of ``target`` (r, d, k, e in order)."""
+    genes = [arch["r"], *arch["d"], *arch["k"], *arch["e"]]
+    return sum(g == t for g, t in zip(genes, [target["r"], *target["d"], *target["k"], *target["e"]]))
+
+
+def _plain_arch(arch):
+    return {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(arch).items()}
+
+
+class SearchFn:
+    """A cost (``kind="cost"``: :func:`toy_cost`) or fitness (``"bigger"``:
+    :func:`toy_bigger`, ``"match"``: :func:`toy_match` against ``target``) function
+    for lab 04's searches. A fitness function records every call (the arch and the
+    value it returned) and reports ``{"calls": [(arch, value), ...]}``."""
+
+    def __init__(self, kind: str, target=None):
+        self.kind, self.target, self.calls = kind, target, []
+
+    def __call__(self, arch):
+        if self.kind == "cost":
+            return toy_cost(arch)
+        value = toy_match(arch, self.target) if self.kind == "match" else toy_bigger(arch)
+        self.calls.append((_plain_arch(arch), value))
+        return value
+
+    def __effml_plain__(self) -> dict:
+        return {"calls": list(self.calls)}
+
+
+class _TrackedList(list):
+    """A list that reports whether it is the very object the grader built."""
+
+    def __effml_plain__(self) -> dict:
+        return {"tracked": "list", "same": id(self) == self.__dict__.get("origin"), "value": list(self)}
+
+
+class _TrackedArch(dict):
+    """An arch dict that reports whether it (or each of its lists) is the very
+    object the grader built, so a function that must return a new arch can be
+    told from one that returns (or shares the lists of) its input."""
+
+    def __effml_plain__(self) -> dict:
+        return {"tracked": "arch", "same": id(self) == self.__dict__.get("origin"),
+                "value": {k: (v.__effml_plain__() if isinstance(v, _TrackedList) else v) for k, v in self.items()}}
+
+
+def tracked_arch(arch):
+    """``arch`` as a :class:`_TrackedArch` with :class:`_TrackedList` values (lab 04)."""
+    out = _TrackedArch()
+    for key, value in arch.items():
+        if isinstance(value, (list, tuple)):
+            value = _TrackedList(value)
+            value.origin = id(value)
+        out[key] = value
+    out.origin = id(out)
+    return out
+
+
+_WATCHED: dict = {}
+
+
+def _watched_codes() -> dict:
+    """Code objects whose running means a subnetwork is built, profiled or run."""
+    if not _WATCHED:
+        import inspect
+
+        from torch import nn
+
+        from helpers import ofa, profile
+
+        for name, fn in (("helpers.ofa.build_subnet", ofa.build_subnet),
+                         ("helpers.ofa.measure_accuracy", ofa.measure_accuracy),
+                         ("helpers.profile.profile_layers", profile.profile_layers),
+                         ("helpers.profile.count_macs", profile.count_macs),
+                         ("helpers.profile.peak_activation_bytes", profile.peak_activation_bytes),
+                         ("building an nn.Module", nn.Module.__init__),
+                         ("running an nn.Module", nn.Module._call_impl)):
+            _WATCHED[inspect.unwrap(fn).__code__] = name
+    return _WATCHED
+
+
+class _WatchedArch(dict):
+    """An arch dict that watches what runs from when it is built until it is sent
+    back (``args_back``) and reports ``{"arch", "ran"}``: the watched functions
+    (:func:`_watched_codes`) that ran, i.e. whether the function it was given to
+    built or ran a network instead of computing from the dict."""
+
+    def __effml_plain__(self) -> dict:
+        import sys
+
+        if getattr(sys.getprofile(), "effml_watch", None) is self.__dict__.get("hook"):
+            sys.setprofile(self.previous)
+        return {"arch": _plain_arch(self), "ran": list(self.ran)}
+
+
+def watched_arch(arch):
+    """``arch`` as a :class:`_WatchedArch`, watching from now on (a ``sys.setprofile``
+    hook, removed when it is sent back or when the kernel's call returns)."""
+    import sys
+
+    codes = _watched_codes()
+    out = _WatchedArch(arch)
+    out.ran = []
+    previous = sys.getprofile()
+    out.previous = None if getattr(previous, "effml_watch", None) is not None else previous
+    owner = sys._getframe(1)
+    while owner is not None and owner.f_code.co_name != "__effml_answer":
+        owner = owner.f_back
+
+    def hook(frame, event, arg):
+        if event == "call":
+            name = codes.get(frame.f_code)
+            if name is not None and name not in out.ran:
+                out.ran.append(name)
+        elif event == "return" and frame is owner:
+            sys.setprofile(out.previous)
+
+    hook.effml_watch = hook
+    out.hook = hook
+    sys.setprofile(hook)
+    return out
+
+
+def fit_predict(fn, X, y, X_test, kwargs=None) -> dict:
+    """``model = fn(X, y, **kwargs)`` (lab 04's ``train_accuracy_predictor``), then
+    ``model(float32 X_test)`` under ``no_grad``: ``{"is_module", "predictions"}``. Built as
+    an argument (``ModuleSpec``), so the report crosses as plain data."""
+    import torch
+
+    model = fn(X, y, **dict(kwargs or {}))
+    report = {"is_module": isinstance(model, torch.nn.Module), "type": type(model).__name__, "predictions": None}
+    if report["is_module"]:
+        with torch.no_grad():
+            out = model(torch.as_tensor(X_test, dtype=torch.float32))
+        if isinstance(out, torch.Tensor):
+            report["predictions"] = torch.Tensor.as_subclass(out, torch.Tensor).detach().float().clone()
+    return report

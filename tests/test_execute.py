@@ -75,6 +75,7 @@ def test_concurrent_executions_split_the_cores(monkeypatch):
     assert thread_env(16)["MKL_NUM_THREADS"] == "1"        # never zero
     monkeypatch.setenv("OMP_NUM_THREADS", "5")              # the user's choice wins
     assert thread_env(4)["OMP_NUM_THREADS"] == "5"
+    assert thread_env(4)["MKL_NUM_THREADS"] == "5"          # and sets the libraries left unset
 
 
 def test_the_kernel_sees_the_thread_budget(tmp_path):
