@@ -399,12 +399,9 @@ def _child_main(argv=None) -> int:
     stack = ExitStack()
     jail = None
     if args.sandbox:
-        import uuid as _uuid
-
         os.environ["EFFML_SANDBOX"] = args.sandbox  # checks that run code in a jail of their own (run_jailed)
 
-        jail = stack.enter_context(Sandbox.from_json(args.sandbox).session(
-            Path("/tmp") / f"effml-{_uuid.uuid4().hex[:16]}"))
+        jail = stack.enter_context(Sandbox.from_json(args.sandbox).session())
         km_class = _kernel_manager_class()
         km = km_class(transport="ipc", ip=str(jail.run_dir / "k"),
                       connection_file=str(jail.run_dir / "kernel.json"), kernel_name="python3")

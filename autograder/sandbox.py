@@ -63,6 +63,7 @@ class Sandbox:
     kind: str                                           # bwrap | rlimits
     keep: list[str] = field(default_factory=list)        # read-only paths the kernel needs
     limits: Limits = field(default_factory=Limits)
+    tag: str = ""                                       # names this batch's cgroups and run folders
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -70,12 +71,18 @@ class Sandbox:
     @classmethod
     def from_json(cls, text: str) -> "Sandbox":
         d = json.loads(text)
-        return cls(d["kind"], d["keep"], Limits(**d["limits"]))
+        return cls(d["kind"], d["keep"], Limits(**d["limits"]), d.get("tag", ""))
+
+    def name(self) -> str:
+        """A fresh name for one jail's cgroups and run folder."""
+        return "effml-" + (f"{self.tag}-" if self.tag else "") + uuid.uuid4().hex[:12]
 
     # -- one kernel
 
-    def session(self, run_dir: Path) -> "KernelJail":
-        return KernelJail(self, Path(run_dir))
+    def session(self, run_dir: Path | None = None) -> "KernelJail":
+        """A jail; its run folder (sockets, generated /etc) is ``/tmp/<name>``
+        unless given (Unix socket paths must stay short)."""
+        return KernelJail(self, Path(run_dir) if run_dir else Path("/tmp") / self.name())
 
 
 class KernelJail:
@@ -101,7 +108,7 @@ class KernelJail:
         etc.chmod(0o755)
         if os.geteuid() == 0:
             os.chown(self.run_dir, self.uid, self.uid)  # the kernel creates its sockets here
-        name = f"effml-{uuid.uuid4().hex[:12]}"
+        name = self.run_dir.name if self.run_dir.name.startswith("effml-") else self.sandbox.name()
         for controller, settings in (("memory", {"memory.limit_in_bytes": lim.memory_bytes,
                                                   "memory.memsw.limit_in_bytes": lim.memory_bytes}),
                                      ("pids", {"pids.max": lim.processes})):
@@ -257,13 +264,20 @@ def bwrap_works(course_root: str | None = None) -> bool:
     root = Path(course_root) if course_root else Path(__file__).resolve().parent.parent
     sandbox = Sandbox("bwrap", keep=kernel_keep(root))
     with tempfile.TemporaryDirectory(prefix="effml-probe-") as tmp:
-        with sandbox.session(Path(tmp) / "run") as jail:
+        with sandbox.session(Path(tmp) / "effml-probe") as jail:
             cmd = jail.wrap([sys.executable, "-c", "import helpers, os; print('ok', os.getuid())"])
             try:
                 out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
             except (OSError, subprocess.TimeoutExpired):
                 return False
     return out.returncode == 0 and out.stdout.split()[:1] == ["ok"]
+
+
+def sandbox_tag(course) -> str:
+    """The tag of a course work directory's jails (tests find what a batch left behind)."""
+    import hashlib
+
+    return hashlib.sha256(str(Path(course.workdir).resolve()).encode()).hexdigest()[:8]
 
 
 def make_sandbox(kind: str, course, extra_hide=None) -> Sandbox | None:
@@ -276,7 +290,7 @@ def make_sandbox(kind: str, course, extra_hide=None) -> Sandbox | None:
     reap_stale_cgroups()
     if kind in ("auto", "bwrap"):
         if bwrap_works(str(course.root)):
-            return Sandbox("bwrap", keep=kernel_keep(course.root))
+            return Sandbox("bwrap", keep=kernel_keep(course.root), tag=sandbox_tag(course))
         if kind == "bwrap":
             raise SystemExit("bubblewrap is not usable here: install the Debian package `bubblewrap` "
                              "(`make venv` does), or pass --sandbox rlimits")
@@ -285,4 +299,4 @@ def make_sandbox(kind: str, course, extra_hide=None) -> Sandbox | None:
                       stacklevel=2)
     if not shutil.which("prlimit"):
         raise SystemExit("prlimit (util-linux) is missing: cannot apply resource limits")
-    return Sandbox("rlimits", keep=[])
+    return Sandbox("rlimits", keep=[], tag=sandbox_tag(course))

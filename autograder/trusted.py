@@ -180,7 +180,6 @@ def run_jailed(script: str, payload=None, timeout: float = 300) -> object:
     import os
     import subprocess
     import sys
-    import uuid
 
     cmd = [sys.executable, "-c", script]
     stdin = json.dumps(payload)
@@ -189,7 +188,7 @@ def run_jailed(script: str, payload=None, timeout: float = 300) -> object:
             from .sandbox import Sandbox
 
             sandbox = Sandbox.from_json(os.environ["EFFML_SANDBOX"])
-            with sandbox.session(Path("/tmp") / f"effml-{uuid.uuid4().hex[:16]}") as jail:
+            with sandbox.session() as jail:
                 proc = subprocess.run(jail.wrap(cmd), input=stdin, capture_output=True, text=True,
                                       timeout=timeout)
         else:

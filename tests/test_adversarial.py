@@ -30,7 +30,7 @@ import pytest
 from adversarial.attacks import ATTACKS, INJECTED_MARKDOWN, PWNED
 from autograder.course import Course
 from autograder.grade import GradeOptions, grade
-from autograder.sandbox import bwrap_works, make_sandbox
+from autograder.sandbox import bwrap_works, make_sandbox, sandbox_tag
 from autograder.submissions import collect
 
 ROOT = Course().root
@@ -232,7 +232,7 @@ class AttackBatch:
 
     def test_nothing_leaks_into_the_kernel(self, batch):
         nb = self._notebook(batch, "escape_sandbox_leak" if self.COMBINE else "escape_leak_probe")
-        probe = json.loads(re.search(r"LEAKPROBE (\{.*\})", self._text(nb)).group(1))
+        probe = json.loads(re.search(r"LEAKPROBE (\{.*\})", self._stdout(nb)).group(1))
         assert probe["uid"] != 0 and probe["euid"] != 0
         course_root = str(ROOT)
         # /root exists only as the mount point of the Python installation; /tmp is the jail's own.
@@ -264,18 +264,19 @@ class AttackBatch:
         left = [p.info["cmdline"] for p in psutil.process_iter(["cmdline"])
                 if str(batch["course"].workdir) in " ".join(p.info["cmdline"] or [])]
         assert left == []
+        tag = sandbox_tag(batch["course"])
         for controller in ("memory", "pids"):
             base = Path("/sys/fs/cgroup") / controller
-            groups = [g for g in base.glob("effml-*") if (g / "cgroup.procs").read_text().strip()]
-            assert groups == [], groups
+            assert list(base.glob(f"effml-{tag}-*")) == []
+        assert list(Path("/tmp").glob(f"effml-{tag}-*")) == []
 
     def test_resource_attacks_are_contained(self, batch):
         text = self._text(self._notebook(batch, "escape_exhaustion" if self.COMBINE else "escape_fork_bomb"))
         children = int(re.search(r"fork refused after (\d+) children", text).group(1))
         assert children < 300
         text = self._text(self._notebook(batch, "escape_exhaustion" if self.COMBINE else "escape_disk_filler"))
-        mib = [int(m) for m in re.findall(r"disk full at (\d+) MiB", text)]
-        assert mib and max(mib) <= 1100, text[-2000:]
+        held = [int(m) for m in re.findall(r"disk full at (\d+) MiB", text)]
+        assert held and max(held) <= 1024, "the jail's /tmp holds at most its 1 GiB"
         size = (batch["course"].autograded("escape_exhaustion" if self.COMBINE else "escape_output_flood",
                                            self.LAB) / f"{self.LAB}.ipynb").stat().st_size
         assert size < 16 * 2**20
@@ -305,6 +306,11 @@ class AttackBatch:
     # -- helpers
     def _notebook(self, batch, student):
         return nbformat.read(batch["course"].autograded(student, self.LAB) / f"{self.LAB}.ipynb", as_version=4)
+
+    @staticmethod
+    def _stdout(nb) -> str:
+        return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
+                       if o.get("output_type") == "stream")
 
     @staticmethod
     def _text(nb) -> str:

@@ -32,7 +32,7 @@ from autograder.trusted import ModuleSpec, ModuleState, Ref, task
 from helpers import profile
 from helpers.checks import CheckError, check, check_close, check_equal, check_in_range, check_shape
 from helpers.compression import test_accuracy, weight_layers
-from helpers.models import VGG_DIGITS_CFG, VGGDigits, load_baseline
+from helpers.models import VGGDigits, load_baseline
 
 EXAMPLE = (1, 1, 16, 16)
 

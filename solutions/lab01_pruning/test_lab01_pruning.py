@@ -138,7 +138,8 @@ MISTAKES = {
         "task_2_2_channel_prune_code", "    model = copy.deepcopy(model)\n", "", "task_2_2_channel_prune"),
     # ---- 2.3
     "measure: MACs of the whole batch": (
-        "task_2_3_measure_code", '"macs": profile.count_macs(model, example)', '"macs": profile.count_macs(model, batch)',
+        "task_2_3_measure_code", '"macs": profile.count_macs(model, example)',
+        '"macs": profile.count_macs(model, batch)',
         "task_2_3_measure"),
     "measure: latency in seconds": (
         "task_2_3_measure_code", '"latency_ms": 1e3 * profile.measure_latency', '"latency_ms": profile.measure_latency',

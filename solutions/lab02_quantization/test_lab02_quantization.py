@@ -64,7 +64,8 @@ MISTAKES = {
         "return codebook, assign(codebook).view(weight.shape).to(torch.int32)", "task_1_1_kmeans"),
     # ---- 1.2
     "update codebook: not in place": (
-        "task_1_2_update_codebook_code", "codebook.copy_(torch.where(counts > 0, sums / counts.clamp(min=1), codebook))",
+        "task_1_2_update_codebook_code",
+        "codebook.copy_(torch.where(counts > 0, sums / counts.clamp(min=1), codebook))",
         "codebook = torch.where(counts > 0, sums / counts.clamp(min=1), codebook)", "task_1_2_update_codebook"),
     "update codebook: an empty cluster goes to 0": (
         "task_1_2_update_codebook_code", "torch.where(counts > 0, sums / counts.clamp(min=1), codebook)",
@@ -100,7 +101,8 @@ MISTAKES = {
         "task_2_3_bias_code", ".to(torch.int32)", ".to(torch.int64)", "task_2_3_bias"),
     # ---- 2.4
     "requantize: truncation instead of rounding": (
-        "task_2_4_requantize_code", "rounded = (prod + (torch.ones_like(total_shift) << (total_shift - 1))) >> total_shift",
+        "task_2_4_requantize_code",
+        "rounded = (prod + (torch.ones_like(total_shift) << (total_shift - 1))) >> total_shift",
         "rounded = prod >> total_shift", "task_2_4_requantize"),
     "multiplier: m0 == 2**31 not renormalised": (
         "task_2_4_requantize_code", "    if m0 == 2 ** 31:\n        m0 //= 2\n        exponent += 1\n", "",

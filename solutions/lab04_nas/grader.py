@@ -127,18 +127,17 @@ def _as_arch(value, what, task_id):
     return out
 
 
-def _untrack(value):
+def _untrack(value, where="the arch"):
     """A result of mutate/crossover with tracked inputs: (plain value, the parts
-    that are the grader's own input objects)."""
+    of it that are the grader's own input objects)."""
     if type(value) is dict and value.get("tracked") in ("arch", "list") and "value" in value:
-        shared = [value["tracked"]] if value["same"] else []
-        inner, more = _untrack(value["value"])
-        return inner, shared + more
+        inner, more = _untrack(value["value"], where)
+        return inner, ([where] if value["same"] else []) + more
     if type(value) is dict:
         out, shared = {}, []
         for k, v in value.items():
-            out[k], more = _untrack(v)
-            shared += [f"{k}: {m}" for m in more]
+            out[k], more = _untrack(v, f"its {k!r} list")
+            shared += more
         return out, shared
     return value, []
 
@@ -341,6 +340,12 @@ def _genes(a):
     return [a["r"], *a["d"], *a["k"], *a["e"]]
 
 
+def _check_new(shared, message):
+    if shared:
+        check(False, f"{message}: {shared[0]} is an input's own object.", task="4.2",
+              hint="build a new dict with new lists, e.g. with list comprehensions or copy.deepcopy")
+
+
 @task("task_4_2_mutate_crossover")
 def mutate_crossover(student):
     mutate = student.function("mutate", args_back=True)
@@ -358,20 +363,19 @@ def mutate_crossover(student):
     got, shared = _untrack(got)
     check_equal(_as_arch(got, "mutate(arch, 0.0)", "4.2"), a, name="mutate(arch, 0.0)", task="4.2",
                 hint="with prob 0 nothing changes")
-    check(not shared, f"mutate must return a new arch, not the input ({shared[0]} is the input's)", task="4.2",
-          hint="build new lists")
+    _check_new(shared, "mutate must return a new arch, not the input")
     check_equal(_untrack(back)[0], a, name="the arch after mutate", task="4.2", hint="do not modify the input in place")
     for i in range(20):
         got, (back, *_) = mutate(tracked(a), 1.0, seeded(10 + i))
         got, shared = _untrack(got)
         _as_arch(got, "mutate(arch, 1.0)", "4.2")
-        check(not shared, f"mutate must return a new arch, not the input ({shared[0]} is the input's)", task="4.2")
+        _check_new(shared, "mutate must return a new arch, not the input")
         check_equal(_untrack(back)[0], a, name="the arch after mutate", task="4.2",
                     hint="do not modify the input in place")
         got, (back_a, back_b, _) = crossover(tracked(a), tracked(b), seeded(100 + i))
         got, shared = _untrack(got)
         child = _as_arch(got, "crossover(a, b)", "4.2")
-        check(not shared, f"crossover must build a new arch and new lists ({shared[0]} is a parent's)", task="4.2")
+        _check_new(shared, "crossover must build a new arch and new lists")
         check(all(g in (x, y) for g, x, y in zip(_genes(child), _genes(a), _genes(b))),
               "every gene of a crossover child must come from one of the parents", task="4.2")
         check(_untrack(back_a)[0] == a and _untrack(back_b)[0] == b, "crossover modified a parent in place.",

@@ -158,6 +158,8 @@ def _linears_group(seed, d_in=256, d_out=96):
 
 
 def _floats(values, name, t):
+    if isinstance(values, torch.Tensor) and values.dim() == 1:
+        values = values.tolist()
     check(isinstance(values, (list, tuple)), f"`{name}` is a {type(values).__name__}, expected a list.", task=t)
     try:
         return [float(v) for v in values]
@@ -388,16 +390,15 @@ def search_scale(student):
     check(alpha > 0, f"best_alpha is {alpha}; with outlier input channels it should be positive.", task=t)
     check_close((s.max() * s.min()).sqrt(), 1.0, name="sqrt(max(s) * min(s))", task=t, rtol=1e-4)
 
-    for seed, bits, gs, n_grid in ((0, 3, 128, 10), (3, 4, 64, 8), (4, 3, 128, 12)):
-        toy = _linears_group(seed) if seed == 0 else _linears_group(seed, d_in=320, d_out=64)
-        ref_s, ref_alpha, ref_losses = _ref_search(probes.awq_linears_group(**toy), bits, gs, n_grid)
-        if seed == 0:
-            got = (s, alpha, losses, plain)
-        else:
-            got = run(toy, "helpers.probes.awq_linears_group", bits, gs, n_grid, f"seed {seed}")
-        s, alpha, losses, plain = got
+    results = {0: (toy, 3, 128, 10, (s, alpha, losses, plain))}        # the visible case, then two more
+    for seed, bits, gs, n_grid in ((3, 4, 64, 8), (4, 3, 128, 12)):
+        toy = _linears_group(seed, d_in=320, d_out=64)
+        results[seed] = (toy, bits, gs, n_grid, run(toy, "helpers.probes.awq_linears_group", bits, gs, n_grid,
+                                                    f"seed {seed}"))
+    for seed, (toy, bits, gs, n_grid, (s, alpha, losses, plain)) in results.items():
         check(all(torch.equal(a, b) for a, b in zip(plain["weights"], toy["weights"])),
               "search_scale changed the group's weights; restore them before returning.", task=t)
+        ref_s, ref_alpha, ref_losses = _ref_search(probes.awq_linears_group(**toy), bits, gs, n_grid)
         check_close(losses, ref_losses, name=f"losses (seed {seed}, W{bits}, group {gs}, {n_grid} alphas)", task=t,
                     rtol=1e-3, atol=1e-9, hint="alpha = i / n_grid; effective weight Q(W diag(s)) diag(s)^-1, "
                                                "error measured on group.run(x) against the unquantized output")

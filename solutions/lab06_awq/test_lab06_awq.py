@@ -214,8 +214,12 @@ MISTAKES = {
     "AWQ: every block searched on the first block's input": (
         "task_7_1_awq_apply_code", "        hidden = next_hidden\n", "", "task_7_1_awq_apply"),
     # ---- 7.2: the results of a broken pipeline
-    "results: AWQ scales not folded": (
-        "task_7_1_awq_apply_code", "fold_scales(group, s)", "pass", "task_7_2_awq_results"),
+    "results: scales folded on the wrong side": (
+        "task_6_1_fold_scales_code", "lin.weight.mul_(s[None, :])", "lin.weight.div_(s[None, :])",
+        "task_7_2_awq_results"),
+    "results: RTN quantizes nothing": (
+        "task_1_1_pseudo_quantize_code", "linear.weight.copy_(pseudo_quantize(linear.weight, n_bits, group_size))",
+        "pseudo_quantize(linear.weight, n_bits, group_size)", "task_7_2_awq_results"),
     "results: salient channels chosen at random": (
         "task_2_1_salient_channels_code", "    if kind == \"activation\":\n        return act_mean",
         "    if kind == \"activation\":\n        return torch.rand(weight.shape[1], generator=generator)",

@@ -292,19 +292,23 @@ for pid in kids:
 """),
     "disk_filler": Attack("escape", "exhaustion", """
 import os
-written = 0
-for where in ("/tmp/work/fill.bin", "/tmp/home/fill.bin", "fill2.bin"):
+held = 0
+names = []
+try:
+    for i in range(64):  # 64 files of up to 64 MiB, all kept: the jail's /tmp must fill up
+        name = f"fill{i}.bin"
+        with open(name, "wb") as f:
+            for _ in range(64):
+                f.write(b"\\0" * 2**20); f.flush(); held += 2**20
+        names.append(name)
+except OSError as exc:
+    print("disk full at", held // 2**20, "MiB:", type(exc).__name__)
+for name in names + [f"fill{len(names)}.bin"]:
     try:
-        with open(where, "wb") as f:
-            for _ in range(2048):
-                f.write(b"\\0" * 2**20); written += 2**20
-    except OSError as exc:
-        print("disk full at", written // 2**20, "MiB:", type(exc).__name__)
-    try:
-        os.remove(where)
+        os.remove(name)
     except OSError:
         pass
-print("DISK wrote", written // 2**20, "MiB")
+print("DISK held", held // 2**20, "MiB at most")
 """),
     "fork_bomb": Attack("escape", "exhaustion", """
 import os, time
