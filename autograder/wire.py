@@ -14,6 +14,10 @@ the grader. What may cross:
   ``helpers`` class and loads the given state);
 - references to the kernel's own variables (:class:`Ref`), as arguments only.
 
+A call may also name a ``helpers`` function (``student.call("helpers.probes.f",
+Ref("fold"), ...)``): a probe that drives the student's code in the kernel and
+reports plain data, for results the wire cannot carry (a Qiskit circuit).
+
 Anything else (a lying ``__eq__`` object, a generator, a custom class)
 decodes to an :class:`WireError` that the check reports as "returned a
 <type>, expected plain data". Decoded values have exact builtin types.
@@ -317,10 +321,18 @@ def __effml_answer(request, ns):
     try:
         if req["op"] == "call":
             name = req["name"]
-            if name not in ns:
+            if name.startswith("helpers."):
+                # a grader's probe that drives the student's code (passed as Refs) and reports
+                # plain data, for results the wire cannot carry (a Qiskit circuit)
+                import importlib
+                modname, _, attr = name.rpartition(".")
+                fn = getattr(importlib.import_module(modname), attr)
+            elif name in ns:
+                fn = ns[name]
+            else:
                 raise NameError(f"{name!r} is not defined in your notebook (did its cell run?)")
             args, kwargs = dec(req["args"]), dec(req["kwargs"])
-            out = ns[name](*args, **kwargs)
+            out = fn(*args, **kwargs)
             # args_back: functions that work in place (a pruned tensor, a fine-tuned model)
             payload = {"$tuple": [enc(out), [enc(a) for a in args]]} if req.get("args_back") else enc(out)
         elif req["op"] == "get":

@@ -81,6 +81,19 @@ def test_a_pickled_array_is_never_loaded():
         wire.decode(json.dumps({"$ndarray": base64.b64encode(buf.getvalue()).decode()}))
 
 
+def test_a_call_may_name_a_helpers_probe_that_drives_student_code():
+    bridge = {}
+    exec(wire.KERNEL_SOURCE, bridge)
+    ns = {"double": lambda x: 2 * x}
+    request = {"op": "call", "name": "helpers.probes.call_plain", "args": json.loads(wire.encode([wire.Ref("double"), (4,)])),
+               "kwargs": {"$dict": []}}
+    answer = wire.decode(bridge["__effml_answer"](json.dumps(request), ns))
+    assert answer["value"] == 8, answer
+    request["name"] = "os.system"  # only helpers functions may be named
+    with pytest.raises(wire.StudentError, match="not defined"):
+        wire.decode(bridge["__effml_answer"](json.dumps(request), ns))
+
+
 def test_run_checks_turns_every_failure_into_a_message():
     from helpers.checks import check_equal
 

@@ -260,15 +260,6 @@ def _fit_predict(student, X, y, X_test, kwargs, what):
 
 @task("task_3_2_accuracy_predictor")
 def accuracy_predictor(student):
-    # Measured accuracies of real subnetworks: predictions in percent, ranked better than chance.
-    X, acc = _measured_table()
-    cut = int(0.75 * len(X))
-    pred = _fit_predict(student, X[:cut], acc[:cut], X[cut:], {"seed": 0}, "measured table")
-    check_in_range(float(np.mean(pred)), 50, 100, name="mean predicted accuracy (percent)", task="3.2",
-                   hint="predict accuracies in percent (undo any standardization of the targets)")
-    rho = spearmanr(pred, acc[cut:]).correlation
-    check_in_range(0.0 if np.isnan(rho) else rho, 0.25, 1.0,
-                   name="Spearman correlation on held-out measured archs", task="3.2")
     # Synthetic tables with a known structure: a predictor that really learns ranks them.
     g = np.random.default_rng(5)
     for trial in range(2):
@@ -280,6 +271,17 @@ def accuracy_predictor(student):
         check_in_range(0.0 if np.isnan(rho) else rho, 0.85, 1.0,
                        name=f"Spearman correlation on synthetic table {trial}", task="3.2",
                        hint="the predictor must learn from X and y, not return a fixed or hand-tuned score")
+    # Measured accuracies of real subnetworks (measured here once): predictions in percent, ranked better than
+    # chance. The reference ranks this table at 0.53-0.63 and other random tables at about 0.5, so the notebook's
+    # target of 0.5 is not a threshold to grade on.
+    X, acc = _measured_table()
+    cut = int(0.75 * len(X))
+    pred = _fit_predict(student, X[:cut], acc[:cut], X[cut:], {"seed": 0}, "measured table")
+    check_in_range(float(np.mean(pred)), 50, 100, name="mean predicted accuracy (percent)", task="3.2",
+                   hint="predict accuracies in percent (undo any standardization of the targets)")
+    rho = spearmanr(pred, acc[cut:]).correlation
+    check_in_range(0.0 if np.isnan(rho) else rho, 0.25, 1.0,
+                   name="Spearman correlation on held-out measured archs", task="3.2")
 
 
 # ---------------------------------------------------------------- Task 4.1
