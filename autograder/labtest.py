@@ -103,3 +103,58 @@ def cases(table: dict) -> list:
         marks = [getattr(pytest.mark, f"task_{m.group(1)}_{m.group(2)}")] if m else []
         out.append(pytest.param(name, marks=marks, id=name))
     return out
+
+
+def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra=None) -> dict:
+    """The standard tests of a lab's checks, for its ``test_<lab>.py``::
+
+        globals().update(lab_tests(LAB, PREAMBLE, MISTAKES, ALTERNATIVES))
+
+    - every graded cell has a check; the reference solution passes each;
+    - each MISTAKE (solution cell, fragment, replacement, test cell) loses its task, with a message;
+    - each ALTERNATIVE (a correct solution written differently) keeps it;
+    - every autograded task has at least one mistake on file.
+
+    ``extra(harness, test_id) -> source`` runs after the solution cells (a
+    lab whose check reads a long computation's result supplies it there).
+    """
+    import pytest
+
+    def more(harness, test_id):
+        return extra(harness, test_id) if extra else ""
+
+    @pytest.fixture(scope="module")
+    def harness():
+        return LabHarness(lab, preamble)
+
+    def test_every_graded_cell_has_a_check(harness):
+        assert sorted(harness.checks) == sorted(harness.test_ids)
+
+    @pytest.mark.parametrize("test_id", LabHarness(lab).test_ids)
+    def test_the_solution_passes(harness, test_id):
+        outcome = harness.outcome(test_id, extra=more(harness, test_id))
+        assert outcome.passed, outcome.message
+
+    @pytest.mark.parametrize("name", cases(mistakes))
+    def test_the_mistake_loses_the_task(harness, name):
+        cell, old, new, test_id = mistakes[name]
+        outcome = harness.outcome(test_id, patch=(cell, old, new), extra=more(harness, test_id))
+        assert not outcome.passed, f"{name}: the check of {test_id} passed a wrong implementation"
+        assert outcome.message, "a failed task says why"
+
+    @pytest.mark.parametrize("name", cases(alternatives))
+    def test_a_correct_alternative_passes(harness, name):
+        cell, old, new, test_id = alternatives[name]
+        outcome = harness.outcome(test_id, patch=(cell, old, new), extra=more(harness, test_id))
+        assert outcome.passed, f"{name}: {outcome.message}"
+
+    def test_every_task_has_a_mistake_on_file(harness):
+        missing = set(harness.test_ids) - {spec[-1] for spec in mistakes.values()}
+        assert missing == set(), f"no mistake on file for {sorted(missing)}"
+
+    return {"harness": harness,
+            "test_every_graded_cell_has_a_check": test_every_graded_cell_has_a_check,
+            "test_the_solution_passes": test_the_solution_passes,
+            "test_the_mistake_loses_the_task": test_the_mistake_loses_the_task,
+            "test_a_correct_alternative_passes": test_a_correct_alternative_passes,
+            "test_every_task_has_a_mistake_on_file": test_every_task_has_a_mistake_on_file}

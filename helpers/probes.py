@@ -475,28 +475,12 @@ def model_view(model, key=None):
 
 
 # ---------------------------------------------------------------- Labs 01-02: pruning and PTQ
-# Some of what these labs grade cannot cross the wire as a result: an instance of the
-# student's class (lab 01's FineGrainedPruner) or a module's hyper-parameters (the
-# stride of lab 02's folded conv, the out_channels of lab 01's pruned convs). The
-# probes below do that work in the kernel when the kernel builds them (``ModuleSpec``
-# kwargs name the student's code with ``Ref``) and report plain data. The wire has
-# no request that only builds an argument, so a check hands such a probe (a
-# ``_Recorded``) to a read-only helper the labs' locked set-up cells import,
-# ``helpers.compression.weight_layers`` (which finds no layers in it), and reads the
-# record back with ``args_back=True`` (``_kernel_record`` in the labs' grader.py).
-
-
-class _Recorded:
-    """A probe whose work is done when it is built; reports ``self.record``."""
-
-    record: dict
-
-    def named_modules(self, *args, **kwargs):  # weight_layers(probe) finds no layers
-        return iter(())
-
-    def __effml_plain__(self) -> dict:
-        return self.record
-
+# Some of what these labs grade cannot come back as a function's result: an instance
+# of the student's class (lab 01's FineGrainedPruner) or a module's hyper-parameters
+# (the stride of lab 02's folded conv, the out_channels of lab 01's pruned convs).
+# The checks call these probes by name (``student.call("helpers.probes.pruner_session",
+# Ref("FineGrainedPruner"), ...)``): they drive the student's code in the kernel and
+# report plain data.
 
 _HPARAMS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
             "padding_mode", "num_features", "eps", "momentum", "affine", "track_running_stats",
@@ -525,46 +509,43 @@ def layer_hparams(module) -> dict:
     return out
 
 
-class KernelCall(_Recorded):
-    """Calls ``fn(*args, **kwargs)`` in the kernel; reports ``result`` (a module
-    comes back as its state, ``ModuleState``), ``args`` (after the call) and, for a
-    module result, ``layers`` (:func:`layer_hparams`)."""
+def call_with_layers(fn, args=(), kwargs=None) -> dict:
+    """Call ``fn(*args, **kwargs)``; report ``result`` (a module comes back as its
+    state, ``ModuleState``), ``args`` (after the call) and, for a module result,
+    ``layers`` (:func:`layer_hparams`: what its state dict does not carry)."""
+    import torch
 
-    def __init__(self, fn, args=(), kwargs=None):
-        import torch
-
-        args = list(args)
-        result = fn(*args, **dict(kwargs or {}))
-        self.record = {"result": result, "args": args,
-                       "layers": layer_hparams(result) if isinstance(result, torch.nn.Module) else None}
+    args = list(args)
+    result = fn(*args, **dict(kwargs or {}))
+    return {"result": result, "args": args,
+            "layers": layer_hparams(result) if isinstance(result, torch.nn.Module) else None}
 
 
-class PrunerSession(_Recorded):
+def pruner_session(pruner_cls, model, sparsity_dict, steps=()) -> dict:
     """Lab 01's pruner protocol: ``pruner = pruner_cls(model, sparsity_dict)``, then
     for each step of ``steps`` (dicts parameter name -> tensor) add the tensors to
     the model's parameters (a training step that moves every weight, pruned ones
     included) and call ``pruner.apply(model)``. Reports ``masks`` (``pruner.masks``
     right after construction), ``pruned`` (the model's state then) and ``applied``
     (its state after each step's ``apply``)."""
+    import torch
 
-    def __init__(self, pruner_cls, model, sparsity_dict, steps=()):
-        import torch
+    def state():
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-        def state():
-            return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-        pruner = pruner_cls(model, dict(sparsity_dict))
-        masks = pruner.masks
-        if type(masks) is dict:
-            masks = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in masks.items()}
-        self.record = {"masks": masks, "pruned": state(), "applied": []}
-        params = dict(model.named_parameters())
-        for step in steps:
-            with torch.no_grad():
-                for name, delta in step.items():
-                    params[name].add_(delta)
-            pruner.apply(model)
-            self.record["applied"].append(state())
+    pruner = pruner_cls(model, dict(sparsity_dict))
+    masks = pruner.masks
+    if type(masks) is dict:
+        masks = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in masks.items()}
+    record = {"masks": masks, "pruned": state(), "applied": []}
+    params = dict(model.named_parameters())
+    for step in steps:
+        with torch.no_grad():
+            for name, delta in step.items():
+                params[name].add_(delta)
+        pruner.apply(model)
+        record["applied"].append(state())
+    return record
 
 
 class ZeroFraction:

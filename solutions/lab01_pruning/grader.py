@@ -10,9 +10,9 @@ read only to be checked against references computed here.
 
 Two things cannot come back from a plain call: an instance of the student's
 ``FineGrainedPruner`` and the hyper-parameters (``out_channels``...) of the
-modules a function returns. For those the kernel builds a probe that does the
-work there (``helpers.probes.PrunerSession``, ``KernelCall``) and reports plain
-data; see :func:`_kernel_record`.
+modules a function returns. For those the check calls a probe that drives the
+student's code in the kernel and reports plain data
+(``helpers.probes.pruner_session``, ``call_with_layers``).
 
 Speed is not graded on this machine's clock: Task 2.3 grades the MACs and
 parameters ``measure`` reports (exact, against ``helpers.profile``) and its
@@ -76,15 +76,12 @@ def _spec(model: VGGDigits, cfg) -> ModuleSpec:
     return ModuleSpec("helpers.models.VGGDigits", {"cfg": tuple(cfg)}, _state(model))
 
 
-def _kernel_record(student, probe: ModuleSpec):
-    """Build ``probe`` (a ``helpers.probes._Recorded``) in the kernel and return its
-    record. The wire has no request that only builds an argument, so the probe goes
-    through ``weight_layers`` (imported by the locked set-up cell; it only reads its
-    argument and finds no layers in a probe) and comes back with ``args_back``."""
-    _, args = student.call("weight_layers", probe, args_back=True)
-    check(type(args) is list and len(args) == 1 and type(args[0]) is dict,
-          "the grader could not read back its probe (is `weight_layers` from the set-up cell still defined?)")
-    return args[0]
+def _probe(student, name: str, *args) -> dict:
+    """``helpers.probes.<name>(*args)`` in the kernel: a probe that drives the student's
+    code (passed as ``Ref``s) and reports plain data (a dict)."""
+    record = student.call(f"helpers.probes.{name}", *args)
+    check(type(record) is dict, f"the grader's probe {name} gave a {type(record).__name__}, expected its record.")
+    return record
 
 
 def _module_state(value, what: str, task_id: str) -> dict:
@@ -194,9 +191,7 @@ def _check_pruner(student, cfg, sparsities, seed):
     params = dict(model.named_parameters())
     # Two "training steps" that move every weight, pruned ones included.
     steps = [{n: torch.rand(p.shape, generator=g) + 0.5 for n, p in params.items()} for _ in range(2)]
-    rec = _kernel_record(student, ModuleSpec("helpers.probes.PrunerSession", {
-        "pruner_cls": Ref("FineGrainedPruner"), "model": _spec(model, cfg), "sparsity_dict": dict(sparsities),
-        "steps": steps}))
+    rec = _probe(student, "pruner_session", Ref("FineGrainedPruner"), _spec(model, cfg), dict(sparsities), steps)
     masks, pruned = rec["masks"], rec["pruned"]
     check(type(masks) is dict, f"`masks` is a {type(masks).__name__}, expected a dict.", task="1.3")
     check(set(masks) == set(sparsities), f"`masks` has keys {sorted(map(str, masks))}, "
@@ -381,8 +376,7 @@ def _check_prune_channels(student, cfg, ratio, seed):
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 2.0)
     before = _state(model)
-    rec = _kernel_record(student, ModuleSpec("helpers.probes.KernelCall", {
-        "fn": Ref("channel_prune"), "args": [_spec(model, cfg), ratio]}))
+    rec = _probe(student, "call_with_layers", Ref("channel_prune"), [_spec(model, cfg), ratio])
     after = _module_state(rec["args"][0], "the input model", "2.2")
     check(all(torch.equal(after.get(k), v) for k, v in before.items()),
           "channel_prune changed its input model; prune a copy (copy.deepcopy).", task="2.2")

@@ -12,10 +12,10 @@ test fed one student function's output to another (the multipliers of Tasks
 
 The folded convolution of Task 2.6 is run here from its state and its
 hyper-parameters (stride, padding...), which a module's state dict does not
-carry: ``helpers.probes.KernelCall`` calls ``fold_bn`` in the kernel and
-reports both (see :func:`_kernel_record`). Task 2.7's int8 accuracy is
-recomputed here: the notebook's ``int8_model`` (plain data) runs through the
-reference integer pipeline below on the test split.
+carry: the probe ``helpers.probes.call_with_layers`` calls ``fold_bn`` in the
+kernel and reports both. Task 2.7's int8 accuracy is recomputed here: the
+notebook's ``int8_model`` (plain data) runs through the reference integer
+pipeline below on the test split.
 """
 import math
 
@@ -65,15 +65,12 @@ def _layer_spec(layer: nn.Module, kind: str, **kwargs) -> ModuleSpec:
                       {k: v.detach().clone() for k, v in layer.state_dict().items()})
 
 
-def _kernel_record(student, probe: ModuleSpec):
-    """Build ``probe`` (a ``helpers.probes._Recorded``) in the kernel and return its
-    record. The wire has no request that only builds an argument, so the probe goes
-    through ``weight_layers`` (imported by the locked set-up cell; it only reads its
-    argument and finds no layers in a probe) and comes back with ``args_back``."""
-    _, args = student.call("weight_layers", probe, args_back=True)
-    check(type(args) is list and len(args) == 1 and type(args[0]) is dict,
-          "the grader could not read back its probe (is `weight_layers` from the set-up cell still defined?)")
-    return args[0]
+def _probe(student, name: str, *args) -> dict:
+    """``helpers.probes.<name>(*args)`` in the kernel: a probe that drives the student's
+    code (passed as ``Ref``s) and reports plain data (a dict)."""
+    record = student.call(f"helpers.probes.{name}", *args)
+    check(type(record) is dict, f"the grader's probe {name} gave a {type(record).__name__}, expected its record.")
+    return record
 
 
 def _pair(value, what, task_id):
@@ -356,8 +353,7 @@ def _check_fold(student, c_in, c_out, bias, eps, stride, seed):
     conv_spec = _layer_spec(conv, "Conv2d", in_channels=c_in, out_channels=c_out, kernel_size=3, padding=1,
                             stride=stride, bias=bias)
     bn_spec = _layer_spec(bn, "BatchNorm2d", num_features=c_out, eps=eps)
-    rec = _kernel_record(student, ModuleSpec("helpers.probes.KernelCall",
-                                             {"fn": Ref("fold_bn"), "args": [conv_spec, bn_spec]}))
+    rec = _probe(student, "call_with_layers", Ref("fold_bn"), [conv_spec, bn_spec])
     check(isinstance(rec["result"], ModuleState), f"fold_bn returned a {type(rec['result']).__name__}, "
           "expected an nn.Conv2d.", task="2.6")
     folded = _conv_from(rec["layers"] or {}, rec["result"].state)

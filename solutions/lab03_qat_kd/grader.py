@@ -27,12 +27,11 @@ import numbers
 from functools import lru_cache
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
 from autograder.trusted import ModuleSpec, ModuleState, Ref, task
-from helpers.checks import check, check_close, check_equal
+from helpers.checks import check, check_close
 from helpers.compression import IMAGE_SIZE, test_accuracy
 from helpers.data import load_digits
 from helpers.models import VGG_DIGITS_CFG, VGGDigits, load_baseline
@@ -356,7 +355,6 @@ def _kd_reference(outputs, x):
 def train_students(student):
     init = student.value("student_init")
     init_state, _ = _float_state(init, STUDENT_CFG, "student_init", "2.2")
-    x_test, y_test = _test_split()
     for name, acc_name in (("student_kd", "kd_acc"), ("student_alone", "alone_acc")):
         state, parametrized = _float_state(student.value(name), STUDENT_CFG, name, "2.2")
         check(not parametrized, f"`{name}` has fake-quantized weights: Task 2.2 trains fp32 students.", task="2.2")

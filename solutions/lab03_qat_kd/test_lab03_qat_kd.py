@@ -76,8 +76,8 @@ MISTAKES = {
         "task_1_3_ptq_vs_qat_code", "    model = prepare_qat(teacher, bits)\n",
         "    model = prepare_qat(teacher, 8)\n", "task_1_3_ptq_vs_qat"),
     "ptq vs qat: not trained": (
-        "task_1_3_ptq_vs_qat_code", '    train(model, loaders["train"], epochs=QAT_EPOCHS, lr=5e-4, device="cpu")\n', "",
-        "task_1_3_ptq_vs_qat"),
+        "task_1_3_ptq_vs_qat_code", '    train(model, loaders["train"], epochs=QAT_EPOCHS, lr=5e-4, device="cpu")\n',
+        "", "task_1_3_ptq_vs_qat"),
     "distillation: KL arguments swapped": (
         "task_2_1_distillation_loss_code",
         "F.kl_div(F.log_softmax(student_logits / T, dim=1), F.softmax(teacher_logits.detach() / T, dim=1),",
@@ -99,8 +99,8 @@ MISTAKES = {
         "task_2_2_train_students_code", "teacher_logits, targets, alpha=1.0)", "teacher_logits, targets)",
         "task_2_2_train_students"),
     "students: kd_loss_fn at T = 1": (
-        "task_2_2_train_students_code", "teacher_logits, targets, alpha=1.0)", "teacher_logits, targets, T=1.0, alpha=1.0)",
-        "task_2_2_train_students"),
+        "task_2_2_train_students_code", "teacher_logits, targets, alpha=1.0)",
+        "teacher_logits, targets, T=1.0, alpha=1.0)", "task_2_2_train_students"),
     "students: the distilled student not trained": (
         "task_2_2_train_students_code",
         'train(student_kd, transfer_loader, epochs=KD_EPOCHS, lr=3e-3, loss_fn=kd_loss_fn, device="cpu")', "pass",

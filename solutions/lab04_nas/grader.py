@@ -415,7 +415,8 @@ def evolutionary_search(student):
     for seed, budget, pop, gens, kwargs in (
             (0, {"macs": 20_000, "peak": 500}, 12, 4, {}),
             (1, {"macs": 15_000}, 10, 5, {"parent_ratio": 0.3, "mutation_ratio": 0.4, "mutate_prob": 0.3}),
-            (2, {"macs": 60_000, "peak": 300}, 10, 5, {"parent_ratio": 0.3, "mutation_ratio": 0.4, "mutate_prob": 0.3})):
+            (2, {"macs": 60_000, "peak": 300}, 10, 5,
+             {"parent_ratio": 0.3, "mutation_ratio": 0.4, "mutate_prob": 0.3})):
         fitness, cost = _search_specs("bigger")
         got, (record, *_) = evo(fitness, cost, budget, pop, gens,
                                 ModuleSpec("helpers.probes.seeded_random", {"seed": seed}), **kwargs)

@@ -256,7 +256,8 @@ ALTERNATIVES = {
         "    return a, f, history\n"
         "    history, seen = [], set()\n", "task_4_3_evolutionary_search"),
     "pareto by brute force": (
-        "task_5_1_pareto_front_code", "    costs, accs = np.asarray(costs, dtype=float), np.asarray(accs, dtype=float)\n",
+        "task_5_1_pareto_front_code",
+        "    costs, accs = np.asarray(costs, dtype=float), np.asarray(accs, dtype=float)\n",
         "    pts = list(zip(costs, accs))\n"
         "    keep = [i for i, (c, a) in enumerate(pts)\n"
         "            if not any(c2 <= c and a2 >= a and (c2 < c or a2 > a) for c2, a2 in pts)]\n"
