@@ -76,11 +76,12 @@ def _spec(model: VGGDigits, cfg) -> ModuleSpec:
     return ModuleSpec("helpers.models.VGGDigits", {"cfg": tuple(cfg)}, _state(model))
 
 
-def _probe(student, name: str, *args) -> dict:
+def _probe(student, task_id: str, name: str, *args) -> dict:
     """``helpers.probes.<name>(*args)`` in the kernel: a probe that drives the student's
     code (passed as ``Ref``s) and reports plain data (a dict)."""
     record = student.call(f"helpers.probes.{name}", *args)
-    check(type(record) is dict, f"the grader's probe {name} gave a {type(record).__name__}, expected its record.")
+    check(type(record) is dict, f"the grader's probe {name} gave a {type(record).__name__}, expected its "
+          "record.", task=task_id)
     return record
 
 
@@ -191,7 +192,8 @@ def _check_pruner(student, cfg, sparsities, seed):
     params = dict(model.named_parameters())
     # Two "training steps" that move every weight, pruned ones included.
     steps = [{n: torch.rand(p.shape, generator=g) + 0.5 for n, p in params.items()} for _ in range(2)]
-    rec = _probe(student, "pruner_session", Ref("FineGrainedPruner"), _spec(model, cfg), dict(sparsities), steps)
+    rec = _probe(student, "1.3", "pruner_session", Ref("FineGrainedPruner"), _spec(model, cfg), dict(sparsities),
+                 steps)
     masks, pruned = rec["masks"], rec["pruned"]
     check(type(masks) is dict, f"`masks` is a {type(masks).__name__}, expected a dict.", task="1.3")
     check(set(masks) == set(sparsities), f"`masks` has keys {sorted(map(str, masks))}, "
@@ -376,7 +378,7 @@ def _check_prune_channels(student, cfg, ratio, seed):
                 m.running_mean.normal_()
                 m.running_var.uniform_(0.5, 2.0)
     before = _state(model)
-    rec = _probe(student, "call_with_layers", Ref("channel_prune"), [_spec(model, cfg), ratio])
+    rec = _probe(student, "2.2", "call_with_layers", Ref("channel_prune"), [_spec(model, cfg), ratio])
     after = _module_state(rec["args"][0], "the input model", "2.2")
     check(all(torch.equal(after.get(k), v) for k, v in before.items()),
           "channel_prune changed its input model; prune a copy (copy.deepcopy).", task="2.2")

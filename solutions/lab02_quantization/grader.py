@@ -65,11 +65,12 @@ def _layer_spec(layer: nn.Module, kind: str, **kwargs) -> ModuleSpec:
                       {k: v.detach().clone() for k, v in layer.state_dict().items()})
 
 
-def _probe(student, name: str, *args) -> dict:
+def _probe(student, task_id: str, name: str, *args) -> dict:
     """``helpers.probes.<name>(*args)`` in the kernel: a probe that drives the student's
     code (passed as ``Ref``s) and reports plain data (a dict)."""
     record = student.call(f"helpers.probes.{name}", *args)
-    check(type(record) is dict, f"the grader's probe {name} gave a {type(record).__name__}, expected its record.")
+    check(type(record) is dict, f"the grader's probe {name} gave a {type(record).__name__}, expected its "
+          "record.", task=task_id)
     return record
 
 
@@ -353,7 +354,7 @@ def _check_fold(student, c_in, c_out, bias, eps, stride, seed):
     conv_spec = _layer_spec(conv, "Conv2d", in_channels=c_in, out_channels=c_out, kernel_size=3, padding=1,
                             stride=stride, bias=bias)
     bn_spec = _layer_spec(bn, "BatchNorm2d", num_features=c_out, eps=eps)
-    rec = _probe(student, "call_with_layers", Ref("fold_bn"), [conv_spec, bn_spec])
+    rec = _probe(student, "2.6", "call_with_layers", Ref("fold_bn"), [conv_spec, bn_spec])
     check(isinstance(rec["result"], ModuleState), f"fold_bn returned a {type(rec['result']).__name__}, "
           "expected an nn.Conv2d.", task="2.6")
     folded = _conv_from(rec["layers"] or {}, rec["result"].state)

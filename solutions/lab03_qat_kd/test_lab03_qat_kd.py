@@ -144,7 +144,7 @@ ALTERNATIVES = {
         "task_1_1_fake_quantize_code", "    return x * inside + (x_q - x * inside).detach()",
         "    x_ste = torch.where(inside.bool(), x, x.detach())\n    return x_ste + (x_q - x_ste).detach()",
         "task_1_1_fake_quantize"),
-    "prepare_qat with amax over dims and modules()": (
+    "WeightFakeQuant with torch.amax over the other dims": (
         "task_1_2_prepare_qat_code",
         "        max_abs = w.detach().abs().reshape(w.shape[0], -1).amax(dim=1).clamp(min=1e-8)\n"
         "        scale = (max_abs / qmax).view(-1, *[1] * (w.dim() - 1))\n",

@@ -212,7 +212,7 @@ ALTERNATIVES = {
         "    i = max(range(len(history)), key=lambda j: history[j][1])\n"
         "    return history[i][0], history[i][1], history\n"
         "    history, tries = [], 0\n", "task_4_1_random_search"),
-    "mutate on a deep copy, crossover gene by gene": (
+    "mutate on a deep copy": (
         "task_4_2_mutate_crossover_code", '    pick = lambda value, choices:',
         '    import copy as _copy\n'
         '    out = _copy.deepcopy(arch)\n'
