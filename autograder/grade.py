@@ -430,6 +430,10 @@ def grade(course: Course, subs: list[Submission], options: GradeOptions | None =
                 fut.cancel()
             kill_all_running()
             raise
+    if options.sandbox is not None and not options.scheduler:
+        from .sandbox import sweep
+
+        sweep(options.sandbox.tag)
     order = {(s.student, s.lab): i for i, s in enumerate(todo)}
     results.sort(key=lambda r: order.get((r.student, r.lab), 0))
     return results

@@ -43,8 +43,9 @@ def local_student(ns: dict) -> Student:
 
 
 class LabHarness:
-    def __init__(self, lab: str, preamble: str = "", course: Course | None = None):
+    def __init__(self, lab: str, preamble: str = "", course: Course | None = None, needs: dict | None = None):
         self.lab = lab
+        self.needs = needs  # grade id -> the solution cells its check needs (default: all of them)
         self.course = course or Course()
         self.preamble = preamble
         nb = nbformat.read(self.course.solution_notebook(lab), as_version=4)
@@ -59,7 +60,8 @@ class LabHarness:
     def test_ids(self) -> list[str]:
         return [gid for gid, _, is_solution in self.cells if not is_solution]
 
-    def namespace(self, patch: tuple[str, str, str] | None = None, extra: str = "") -> dict:
+    def namespace(self, patch: tuple[str, str, str] | None = None, extra: str = "",
+                  only: list[str] | None = None) -> dict:
         """The preamble, every solution cell (``patch`` = (cell, old, new)
         changes one) and ``extra``, executed in a fresh namespace."""
         ns: dict = {"__name__": "__main__"}
@@ -67,7 +69,7 @@ class LabHarness:
             exec(compile(self.preamble, f"<{self.lab}:preamble>", "exec"), ns)  # noqa: S102
             patched = False
             for gid, source, is_solution in self.cells:
-                if not is_solution:
+                if not is_solution or (only is not None and gid not in only):
                     continue
                 if patch and gid == patch[0]:
                     if patch[1] not in source:
@@ -85,7 +87,8 @@ class LabHarness:
         """The trusted check of ``grade_id`` against the (patched) solution."""
         if grade_id not in self.checks:
             raise AssertionError(f"{self.lab}: grader.py has no check for {grade_id}")
-        student = local_student(self.namespace(patch, extra))
+        only = self.needs.get(grade_id) if self.needs else None
+        student = local_student(self.namespace(patch, extra, only))
         return run_checks({grade_id: self.checks[grade_id]}, student, [grade_id])[grade_id]
 
 
@@ -105,7 +108,7 @@ def cases(table: dict) -> list:
     return out
 
 
-def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra=None) -> dict:
+def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra=None, needs=None) -> dict:
     """The standard tests of a lab's checks, for its ``test_<lab>.py``::
 
         globals().update(lab_tests(LAB, PREAMBLE, MISTAKES, ALTERNATIVES))
@@ -116,7 +119,9 @@ def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra
     - every autograded task has at least one mistake on file.
 
     ``extra(harness, test_id) -> source`` runs after the solution cells (a
-    lab whose check reads a long computation's result supplies it there).
+    lab whose check reads a long computation's result supplies it there);
+    ``needs`` (grade id -> solution cells) runs only those before a check
+    (a lab whose solution cells train for long).
     """
     import pytest
 
@@ -125,10 +130,11 @@ def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra
 
     @pytest.fixture(scope="module")
     def harness():
-        return LabHarness(lab, preamble)
+        return LabHarness(lab, preamble, needs=needs)
 
     def test_every_graded_cell_has_a_check(harness):
         assert sorted(harness.checks) == sorted(harness.test_ids)
+        assert needs is None or sorted(needs) == sorted(harness.test_ids)
 
     @pytest.mark.parametrize("test_id", LabHarness(lab).test_ids)
     def test_the_solution_passes(harness, test_id):

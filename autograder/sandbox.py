@@ -119,7 +119,7 @@ class KernelJail:
 
     def __exit__(self, *exc):
         for group in self.groups.values():
-            _remove_cgroup(group)
+            _empty_and_remove_cgroup(group)
         shutil.rmtree(self.run_dir, ignore_errors=True)  # never follows links
 
     def memory_exceeded(self) -> bool:
@@ -230,6 +230,44 @@ def _remove_cgroup(group: Path) -> None:
         group.rmdir()
     except OSError:
         pass
+
+
+def _empty_and_remove_cgroup(group: Path, wait_s: float = 10.0) -> None:
+    """Kill what is left in the group (a kernel's forked children outlive it
+    for a moment) and remove it once the kernel has reaped them."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        except (OSError, ValueError):
+            return
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            group.rmdir()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.1)
+
+
+def sweep(tag: str) -> None:
+    """At the end of a batch: nothing of its jails stays behind (cgroups, run folders)."""
+    if not tag:
+        return
+    for controller in ("memory", "pids"):
+        for group in (CGROUP_ROOT / controller).glob(f"effml-{tag}-*"):
+            _empty_and_remove_cgroup(group)
+    for run_dir in Path("/tmp").glob(f"effml-{tag}-*"):
+        if not run_dir.is_symlink():
+            shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def reap_stale_cgroups() -> None:

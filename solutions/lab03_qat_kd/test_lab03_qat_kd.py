@@ -3,7 +3,7 @@ solutions written differently, and fail the typical mistakes (run with
 ``pytest solutions/lab03_qat_kd`` or ``-m lab03_qat_kd``)."""
 import pytest
 
-from autograder.labtest import LabHarness, cases
+from autograder.labtest import lab_tests
 
 # The set-up cell with tiny data and one short epoch: every training cell runs in a second.
 PREAMBLE = """
@@ -203,47 +203,4 @@ NEEDS = {
 }
 
 
-class Harness(LabHarness):
-    """Runs only the solution cells in ``NEEDS[grade_id]`` before a check."""
-
-    def outcome(self, grade_id, patch=None, extra=""):
-        cells = self.cells
-        self.cells = [c for c in cells if not c[2] or c[0] in NEEDS[grade_id]]
-        try:
-            return super().outcome(grade_id, patch, extra)
-        finally:
-            self.cells = cells
-
-
-@pytest.fixture(scope="module")
-def harness():
-    return Harness(LAB, PREAMBLE)
-
-
-def test_every_graded_cell_has_a_check(harness):
-    assert sorted(harness.checks) == sorted(harness.test_ids) == sorted(NEEDS)
-
-
-@pytest.mark.parametrize("test_id", LabHarness(LAB).test_ids)
-def test_the_solution_passes(harness, test_id):
-    outcome = harness.outcome(test_id)
-    assert outcome.passed, outcome.message
-
-
-@pytest.mark.parametrize("name", cases(MISTAKES))
-def test_the_mistake_loses_the_task(harness, name):
-    cell, old, new, test_id = MISTAKES[name]
-    outcome = harness.outcome(test_id, patch=(cell, old, new))
-    assert not outcome.passed
-    assert outcome.message, "a failed task says why"
-
-
-@pytest.mark.parametrize("name", cases(ALTERNATIVES))
-def test_a_correct_alternative_passes(harness, name):
-    cell, old, new, test_id = ALTERNATIVES[name]
-    outcome = harness.outcome(test_id, patch=(cell, old, new))
-    assert outcome.passed, outcome.message
-
-
-def test_every_task_has_a_mistake_on_file(harness):
-    assert set(harness.test_ids) <= {t for *_, t in MISTAKES.values()}
+globals().update(lab_tests(LAB, PREAMBLE, MISTAKES, ALTERNATIVES, needs=NEEDS))
