@@ -119,22 +119,19 @@ def build_batch(lab: str, folder: Path, combine: bool) -> dict[str, str]:
 
     put("control_full", answered(lab), "full")
     if combine:
-        # An LLM notebook takes a minute or more: one notebook per group of classes, every class in one.
-        groups = {"silencing": "cheat_silencing", "execute_result": "cheat_silencing",
-                  "replacing": "cheat_replacing", "lying": "cheat_replacing", "forged_executor": "cheat_replacing",
-                  "host_side": "escape_sandbox_leak", "sandbox_leak": "escape_sandbox_leak",
-                  "script_injection": "escape_sandbox_leak", "exhaustion": "escape_exhaustion"}
+        # An LLM notebook takes minutes on a busy machine: every cheat in one blank notebook, every
+        # escape in one full-marks notebook (each attack alone is graded on lab 00).
         by_group = {}
         for name, attack in ATTACKS.items():
             if name in ("skip_tags", "forked_memory"):  # lab 00 has these; they add nothing here
                 continue
-            by_group.setdefault(groups[attack.klass], []).append(attack)
+            by_group.setdefault("cheat_all" if attack.kind == "cheat" else "escape_all", []).append(attack)
         for student, attacks in by_group.items():
             kind = attacks[0].kind
             nb = release(lab) if kind == "cheat" else answered(lab, INJECTED_MARKDOWN)
             for attack in _combine(attacks):
                 nb = with_attack(nb, lab, attack)
-            put(student, nb, "zero" if kind == "cheat" else student.split("_", 1)[1])
+            put(student, nb, "zero" if kind == "cheat" else "sandbox_leak")
     else:
         for name, attack in ATTACKS.items():
             if attack.kind == "cheat":
@@ -231,7 +228,7 @@ class AttackBatch:
         assert bomb.status == "invalid" and bomb.auto_score == 0 and "limit" in bomb.reason, bomb
 
     def test_nothing_leaks_into_the_kernel(self, batch):
-        nb = self._notebook(batch, "escape_sandbox_leak" if self.COMBINE else "escape_leak_probe")
+        nb = self._notebook(batch, "escape_all" if self.COMBINE else "escape_leak_probe")
         probe = json.loads(re.search(r"LEAKPROBE (\{.*\})", self._stdout(nb)).group(1))
         assert probe["uid"] != 0 and probe["euid"] != 0
         course_root = str(ROOT)
@@ -271,13 +268,13 @@ class AttackBatch:
         assert list(Path("/tmp").glob(f"effml-{tag}-*")) == []
 
     def test_resource_attacks_are_contained(self, batch):
-        text = self._text(self._notebook(batch, "escape_exhaustion" if self.COMBINE else "escape_fork_bomb"))
+        text = self._text(self._notebook(batch, "escape_all" if self.COMBINE else "escape_fork_bomb"))
         children = int(re.search(r"fork refused after (\d+) children", text).group(1))
         assert children < 300
-        text = self._text(self._notebook(batch, "escape_exhaustion" if self.COMBINE else "escape_disk_filler"))
+        text = self._text(self._notebook(batch, "escape_all" if self.COMBINE else "escape_disk_filler"))
         held = [int(m) for m in re.findall(r"disk full at (\d+) MiB", text)]
         assert held and max(held) <= 1024, "the jail's /tmp holds at most its 1 GiB"
-        size = (batch["course"].autograded("escape_exhaustion" if self.COMBINE else "escape_output_flood",
+        size = (batch["course"].autograded("escape_all" if self.COMBINE else "escape_output_flood",
                                            self.LAB) / f"{self.LAB}.ipynb").stat().st_size
         assert size < 16 * 2**20
 
