@@ -183,7 +183,8 @@ class AttackBatch:
             start = time.monotonic()
             subs, warnings = collect(folder / "subs", course.labs(), lab)
             # An attack that ignores interrupts is stopped by the notebook limit.
-            options = GradeOptions(workers=2, cell_timeout=180, notebook_timeout=1500 if self.COMBINE else 600,
+            # One notebook at a time: pytest-xdist already runs two test processes on CI's 2 cores.
+            options = GradeOptions(workers=1, cell_timeout=180, notebook_timeout=1500 if self.COMBINE else 600,
                                    sandbox=make_sandbox("bwrap", course))
             results = {r.student: r for r in grade(course, subs, options)}
             wall = time.monotonic() - start
