@@ -617,8 +617,10 @@ def awq_results(student):
               f"{ppl['fp32']:.2f}: not a measured perplexity.", task=t)
     check(ppl["rtn_w3"] > ppl["rtn_w4"], f"RTN W3 perplexity {ppl['rtn_w3']:.2f} is not above RTN W4's "
           f"{ppl['rtn_w4']:.2f}.", task=t)
-    check(ppl["awq_w4"] < ppl["rtn_w4"], f"AWQ W4 perplexity {ppl['awq_w4']:.2f} is not below RTN W4 {ppl['rtn_w4']:.2f}.",
-          task=t)
+    # At 4 bits RTN is already close to fp32 and QUICK calibrates on little text (the solution: 41.42 vs
+    # 41.40): AWQ may not be worse by more than 1%. At 3 bits the gap is large and the order strict.
+    check(ppl["awq_w4"] <= 1.01 * ppl["rtn_w4"],
+          f"AWQ W4 perplexity {ppl['awq_w4']:.2f} is more than 1% above RTN W4 {ppl['rtn_w4']:.2f}.", task=t)
     check(ppl["awq_w3"] < ppl["rtn_w3"], f"AWQ W3 perplexity {ppl['awq_w3']:.2f} is not below RTN W3 {ppl['rtn_w3']:.2f}.",
           task=t)
     check(ppl["keep1_activation_w3"] < min(ppl["keep1_weight_w3"], ppl["keep1_random_w3"]),
