@@ -446,6 +446,9 @@ def _child_main(argv=None) -> int:
                     if any(o.get("output_type") == "error" for o in cell.outputs):
                         state = "errors"
                     save(nb)
+            except (ValueError, KeyError, TypeError) as exc:  # malformed messages from the kernel's side
+                state, message = "errors", (f"the kernel sent malformed messages ({type(exc).__name__}: "
+                                            f"{str(exc)[:120]}); the remaining cells were not run")
             except DeadKernelError:
                 if stopped.is_set():
                     state, message = "notebook_timeout", (f"the notebook ran past its {args.notebook_timeout} s "

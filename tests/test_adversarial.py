@@ -125,6 +125,8 @@ def build_batch(lab: str, folder: Path, combine: bool) -> dict[str, str]:
         for name, attack in ATTACKS.items():
             if name in ("skip_tags", "forked_memory"):  # lab 00 has these; they add nothing here
                 continue
+            if attack.klass == "exhaustion":  # each is graded alone on lab 00; here they would mask the probe
+                continue
             by_group.setdefault("cheat_all" if attack.kind == "cheat" else "escape_all", []).append(attack)
         for student, attacks in by_group.items():
             kind = attacks[0].kind
@@ -269,6 +271,8 @@ class AttackBatch:
         assert list(Path("/tmp").glob(f"effml-{tag}-*")) == []
 
     def test_resource_attacks_are_contained(self, batch):
+        if self.COMBINE:
+            pytest.skip("resource exhaustion is graded attack by attack on lab 00")
         text = self._text(self._notebook(batch, "escape_all" if self.COMBINE else "escape_fork_bomb"))
         children = int(re.search(r"fork refused after (\d+) children", text).group(1))
         assert children < 300
