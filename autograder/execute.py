@@ -250,26 +250,35 @@ MAX_CELL_OUTPUTS = 500
 
 
 def _kernel_manager_class():
-    from jupyter_client.manager import KernelManager
-    from jupyter_core.utils import run_sync
+    from jupyter_client.manager import AsyncKernelManager
 
-    class JailedKernelManager(KernelManager):
-        """Starts the kernel inside a ``KernelJail``; interrupts go over the
-        control channel (a signal cannot reach into the jail's session)."""
+    class JailedKernelManager(AsyncKernelManager):
+        """nbclient's async kernel manager, starting the kernel inside a
+        ``KernelJail`` when it has one; interrupts go over the control channel
+        (a signal cannot reach into the jail's session)."""
         jail = None
 
         def format_kernel_cmd(self, extra_arguments=None):
+            if self.jail is None:
+                return super().format_kernel_cmd(extra_arguments)
             if os.geteuid() == 0:  # the jailed kernel's uid reads the connection file
                 os.chown(self.connection_file, self.jail.uid, self.jail.uid)
             return self.jail.wrap([sys.executable, "-m", "ipykernel_launcher", "-f", self.connection_file])
 
+        def send_interrupt(self):
+            msg = self.session.msg("interrupt_request", content={})
+            self._connect_control_socket()
+            self.session.send(self._control_socket, msg)
+
         async def _async_interrupt_kernel(self):
             if self.has_kernel:
-                msg = self.session.msg("interrupt_request", content={})
-                self._connect_control_socket()
-                self.session.send(self._control_socket, msg)
+                self.send_interrupt()
 
-        interrupt_kernel = run_sync(_async_interrupt_kernel)
+        interrupt_kernel = _async_interrupt_kernel
+
+        def alive(self) -> bool:
+            process = getattr(self.provisioner, "process", None)
+            return process is not None and process.poll() is None
 
     return JailedKernelManager
 
@@ -313,13 +322,13 @@ def _kernel_transport(km, kc, log):
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                km.interrupt_kernel()
+                km.send_interrupt()
                 raise CallTimeout(f"a call into your notebook ran past its {timeout:g} s limit "
                                   "(an infinite loop, or too much work?)")
             try:
                 msg = kc.get_iopub_msg(timeout=min(remaining, 1.0))
             except queue.Empty:
-                if not km.is_alive():
+                if not km.alive():
                     raise CallTimeout("the kernel died during a call into your notebook") from None
                 continue
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
@@ -407,10 +416,8 @@ def _child_main(argv=None) -> int:
                       connection_file=str(jail.run_dir / "kernel.json"), kernel_name="python3")
         km.jail = jail
         cwd = str(jail.run_dir)
-    else:
-        from jupyter_client.manager import KernelManager
-
-        km = KernelManager(kernel_name="python3")
+    else:  # on the host (trusted notebooks): the same manager, interrupts over the control channel too
+        km = _kernel_manager_class()(kernel_name="python3")
         cwd = args.cwd
     client = _client_class()(nb, km=km, timeout=args.cell_timeout, allow_errors=True,
                              interrupt_on_timeout=True, startup_timeout=180, kernel_name="python3",
@@ -481,7 +488,7 @@ def _run_checks(args, km, grade_ids, state, message, log) -> dict:
     """The lab's trusted checks against the kernel, if it is still alive."""
     from .trusted import Student, load_checks, run_checks
 
-    if state in ("kernel_died", "notebook_timeout") or not km.is_alive():
+    if state in ("kernel_died", "notebook_timeout") or not km.alive():
         why = message or "the kernel is no longer running"
         return {gid: {"passed": False, "message": f"not checked: {why}", "seconds": 0.0} for gid in grade_ids}
     checks = load_checks(Path(args.checks))
