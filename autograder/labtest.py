@@ -164,3 +164,9 @@ def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra
             "test_the_mistake_loses_the_task": test_the_mistake_loses_the_task,
             "test_a_correct_alternative_passes": test_a_correct_alternative_passes,
             "test_every_task_has_a_mistake_on_file": test_every_task_has_a_mistake_on_file}
+
+
+def locked_cell(lab: str, grade_id: str, course: Course | None = None) -> str:
+    """The source of one of the lab's locked cells, for a PREAMBLE that runs it as the notebook does."""
+    nb = nbformat.read((course or Course()).solution_notebook(lab), as_version=4)
+    return next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)

@@ -1,19 +1,16 @@
 """Lab 02's trusted checks pass the reference solution, pass correct
 solutions written differently, and fail the typical mistakes (run with
 ``pytest solutions/lab02_quantization`` or ``-m lab02_quantization``)."""
-import nbformat
 import pytest
 
-from autograder.course import Course
-from autograder.labtest import lab_tests
+from autograder.labtest import lab_tests, locked_cell
 
 LAB = "lab02_quantization"
 pytestmark = pytest.mark.lab02_quantization
 
 
 def _locked_cell(grade_id):
-    nb = nbformat.read(Course().solution_notebook(LAB), as_version=4)
-    return next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    return locked_cell(LAB, grade_id)
 
 
 # The set-up cell (the solution cells need only its imports and the baseline), and `results`,

@@ -4,19 +4,16 @@ solutions written differently, and fail the typical mistakes (run with
 
 The checks launch gloo ranks (forked from this process, as from a kernel):
 each case takes a few seconds."""
-import nbformat
 import pytest
 
-from autograder.course import Course
-from autograder.labtest import lab_tests
+from autograder.labtest import lab_tests, locked_cell
 
 LAB = "lab09_distributed"
 pytestmark = pytest.mark.lab09_distributed
 
 
 def _locked_cell(grade_id):
-    nb = nbformat.read(Course().solution_notebook(LAB), as_version=4)
-    return next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+    return locked_cell(LAB, grade_id)
 
 
 # The locked set-up cell as it is (imports, `launch`, `hd`, WORLD, TIMEOUT, train_single), and a stand-in
