@@ -161,3 +161,31 @@ def test_smollm2_perplexity_plausible():
     ids = llm.token_ids(tokenizer, "eval", max_tokens=256)
     ppl = llm.perplexity(model, ids, seq_len=256, progress=False)
     assert math.isfinite(ppl) and 5 < ppl < 200
+
+
+def test_smollm2_converted_weights_are_the_gguf_bit_for_bit(tmp_path, monkeypatch):
+    """The converted copy (`python -m helpers.data`, made by `make venv`) loads
+    the same tensors, config and tokenizer as converting the GGUF does; a
+    fresh cache folder is built on first use."""
+    import torch
+
+    from helpers import data
+
+    monkeypatch.setenv("EFFML_MODEL_CACHE", str(tmp_path))
+    assert not data.smollm2_cache_dir().exists()
+    model, tokenizer = data.load_smollm2()
+    assert data.smollm2_cache_dir().is_dir() and (data.smollm2_cache_dir() / "model.safetensors").is_file()
+    again, tokenizer_again = data.load_smollm2()          # from the cache now
+    gguf, gguf_tokenizer = data._load_smollm2_gguf()
+    want = gguf.state_dict()
+    for m in (model, again):
+        got = m.state_dict()
+        assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+        assert got["lm_head.weight"].data_ptr() == got["model.embed_tokens.weight"].data_ptr()  # still tied
+    text = "Shall I compare thee to a summer's day?\n<|im_start|>user"
+    assert tokenizer_again(text).input_ids == gguf_tokenizer(text).input_ids
+    assert tokenizer_again.eos_token == gguf_tokenizer.eos_token
+    assert list(tmp_path.iterdir()) == [data.smollm2_cache_dir()]   # no half-written folder left
+    # Jailed kernels run as another user (nobody) and must read it all.
+    assert data.smollm2_cache_dir().stat().st_mode & 0o755 == 0o755
+    assert all(f.stat().st_mode & 0o644 == 0o644 for f in data.smollm2_cache_dir().iterdir())

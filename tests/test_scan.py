@@ -422,16 +422,39 @@ def test_a_perfect_submission_raises_nothing(lab):
     assert [str(f) for f in scan_notebook(submitted, release)] == []
 
 
-def test_the_shipped_adversarial_samples_are_flagged():
+# What each attack of tests/adversarial/attacks.py must show a reviewer: the
+# kinds named here at least. Attacks with none (filling the disk, flooding
+# output, scripts in outputs, tags) are stopped by limits and sanitising, not
+# by the scan.
+ATTACK_KINDS = {
+    "custom_exc": {"ipython_hook"}, "no_traceback": {"ipython_hook"}, "ast_transformer": {"ipython_hook"},
+    "input_transformer": {"ipython_hook"}, "post_run_hook": {"ipython_hook"}, "iopub_filter": {"ipython_hook"},
+    "fake_checks_module": {"import_system", "module_patch"}, "import_hook": {"import_system"},
+    "code_objects": {"function_internals"}, "patch_numpy": {"module_patch"}, "settrace": {"trace"},
+    "background_thread": {"threads"}, "lying_objects": {"class_dunder"},
+    "execute_result_first": {"kernel_protocol"}, "forge_executor": {"process", "signal"},
+    "links_and_fifos": {"filesystem"}, "leak_probe": {"network", "system_paths", "course_files"},
+    "forked_memory": {"process"}, "fork_bomb": {"process"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTACK_KINDS))
+def test_the_attacks_on_file_are_flagged(name):
+    """Each attack the adversarial tests grade, pasted into the first solution
+    cell of lab 00, is flagged with the kinds a reviewer must see."""
+    from adversarial.attacks import ATTACKS
     release = nbformat.read(COURSE.release_notebook("lab00_basics"), as_version=4)
-    root = COURSE.root / "samples" / "adversarial" / "lab00_basics"
-    want = {"control_full": set(), "fork_bomb": {"process"}, "ignores_interrupts": {"signal"},
-            "network": {"network"}, "redefines_checks": {"module_patch"}, "segfault": {"native"},
-            "edits_gradebook": {"grader_access", "course_files"}, "reads_hidden_tests": {"course_files"},
-            "writes_outside": {"course_files"}}
-    for student, kinds in want.items():
-        nb = nbformat.read(root / student / "lab00_basics.ipynb", as_version=4)
-        assert {f.kind for f in scan_notebook(nb, release)} == kinds, student
+    nb = copy.deepcopy(release)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution"))
+    cell.source = ATTACKS[name].code.replace("{names}", "['conv2d_output_size']") + "\n" + cell.source
+    found = {f.kind for f in scan_notebook(nb, release)}
+    assert ATTACK_KINDS[name] <= found, (name, found)
+
+
+def test_every_attack_that_code_can_show_is_listed():
+    from adversarial.attacks import ATTACKS
+    unscanned = {"skip_tags", "disk_filler", "output_flood", "script_injection", "escape_codes"}
+    assert set(ATTACKS) - unscanned == set(ATTACK_KINDS)
 
 
 # ---------------------------------------------------------------- (c) what is scanned

@@ -243,7 +243,7 @@ for path in candidates:
     try:
         if p.is_dir():
             os.listdir(p); readable.append(path)
-        elif p.exists():
+        elif p.is_file():  # not FIFOs (another attack may have made some): reading one blocks
             p.read_bytes()[:1]; readable.append(path)
     except Exception:
         pass
