@@ -3,7 +3,8 @@
 
 - Threads: ``-n 2`` runs two workers (and their kernels) on CI's 2 cores, so
   the cores are split between them before anything imports torch
-  (oversubscribed OpenMP makes every notebook about 2x slower).
+  (oversubscribed OpenMP made lab 06's notebook 4x slower), unless the user
+  set a thread count (``OMP_NUM_THREADS`` ...) themselves.
 - Markers: one per lab (``-m lab01_pruning``) and one per task
   (``-m task_1_2``), added to every test under ``solutions/<lab>/`` and to
   each case parametrized with a task (``autograder.labtest.cases``), so
@@ -14,17 +15,34 @@ from __future__ import annotations
 import os
 import re
 
+import pytest
+
 os.environ.setdefault("EFFML_QUICK", "1")
 os.environ.setdefault("EFFML_SEED", "0")
-from autograder.execute import thread_env  # noqa: E402
-
-for _var, _value in thread_env(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))).items():
-    os.environ.setdefault(_var, _value)
+from autograder.execute import THREAD_VARS, thread_env  # noqa: E402
 
 _TASK = re.compile(r"^task_(\d+)_(\d+)")
 
 
+def _test_processes(config) -> int:
+    """How many test processes share this machine: xdist's worker count, seen
+    from a worker or from the controller (``-n 2``); 1 without xdist."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return int(workerinput.get("workercount", 1))
+    n = getattr(config.option, "numprocesses", None)
+    return n if isinstance(n, int) and n > 0 else 1
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
+    # Split the cores before any test module imports torch. It must be done
+    # here, not at import: the xdist controller imports this file too (with
+    # no worker count in its environment) and its workers inherit its
+    # environment, so a value set at import would give every worker, and every
+    # kernel it starts, all the cores (measured: lab 06 ran 4x slower).
+    if not any(os.environ.get(v) for v in THREAD_VARS):  # a value the user set wins
+        os.environ.update(thread_env(_test_processes(config)), EFFML_TEST_THREADS="split")
     from autograder.course import Course
 
     for lab in Course().labs():

@@ -1,6 +1,8 @@
 """The executor's limits on small synthetic notebooks."""
 from __future__ import annotations
 
+import os
+
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
@@ -76,6 +78,24 @@ def test_concurrent_executions_split_the_cores(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "5")              # the user's choice wins
     assert thread_env(4)["OMP_NUM_THREADS"] == "5"
     assert thread_env(4)["MKL_NUM_THREADS"] == "5"          # and sets the libraries left unset
+
+
+def test_each_test_process_has_its_share_of_the_cores():
+    """conftest splits the cores between xdist's workers (in the controller,
+    whose environment the workers inherit): with ``-n 2`` on 2 cores every
+    worker, and every kernel it starts, gets one thread. Skipped in meaning,
+    not in effect, when the user chose a thread count: theirs is kept."""
+    import torch
+
+    from autograder.execute import THREAD_VARS
+
+    if os.environ.get("EFFML_TEST_THREADS") != "split":
+        assert any(os.environ.get(v) for v in THREAD_VARS)     # the user's own setting
+        return
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    want = max(1, (os.cpu_count() or 1) // workers)
+    assert {os.environ[v] for v in THREAD_VARS} == {str(want)}
+    assert torch.get_num_threads() == want
 
 
 def test_the_kernel_sees_the_thread_budget(tmp_path):
