@@ -34,7 +34,7 @@ demo: venv
 # processes; --dist loadscope keeps each lab's graded run (a test class) and
 # each module's fixtures on one worker.
 test: venv
-	$(BIN)/python -m pytest tests solutions -q -n 2 --dist loadscope --durations=25
+	$(BIN)/python -m pytest tests solutions -q -n 2 --dist loadscope --no-loadscope-reorder --durations=25
 
 test-fast: venv
 	$(BIN)/python -m pytest tests -q -m "not notebook"

@@ -52,9 +52,29 @@ def pytest_configure(config):
             config.addinivalue_line("markers", f"task_{n}_{m}: the tests of Task {n}.{m}")
 
 
-def pytest_collection_modifyitems(config, items):
-    import pytest
+# The longest test scopes (a class or module: what `--dist loadscope` hands
+# one worker), longest first, as measured by `make test`; everything else
+# keeps its place after them. Started first, they end before the many short
+# tests do, so no core idles at the end (`--no-loadscope-reorder` keeps this
+# order; xdist's own puts the scopes with most tests first).
+SLOW_FIRST = (
+    "tests/test_adversarial.py::TestAttacksOnLab00",
+    "tests/test_labs.py::TestGradedLab06Awq",
+    "tests/test_adversarial.py::TestAttacksOnLab08",
+    "tests/test_labs.py::TestGradedLab08Qlora",
+    "tests/test_labs.py::TestGradedLab03QatKd",
+    "tests/test_grading.py",
+    "tests/test_cli_clients.py",
+    "tests/test_labs.py::TestGradedLab07LlmEdge",
+)
 
+
+def _slow_rank(nodeid: str) -> int:
+    return next((i for i, prefix in enumerate(SLOW_FIRST) if nodeid.startswith(prefix + "::")), len(SLOW_FIRST))
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: _slow_rank(item.nodeid))   # stable: the rest keep their order
     for item in items:
         parts = item.path.parts
         if "solutions" in parts and parts.index("solutions") + 1 < len(parts) - 1:
