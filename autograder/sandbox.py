@@ -28,6 +28,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -270,12 +271,23 @@ def sweep(tag: str) -> None:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
+STALE_CGROUP_S = 600
+
+
 def reap_stale_cgroups() -> None:
-    """Remove empty cgroups that killed grading runs left behind."""
+    """Remove empty cgroups that killed grading runs left behind. Only old
+    ones: a cgroup another batch (or test process) made a moment ago is empty
+    until its kernel enters it, and removing it then fails that kernel's start."""
+    now = time.time()
     for controller in ("memory", "pids"):
         base = CGROUP_ROOT / controller
         if os.access(base, os.W_OK):
             for group in base.glob("effml-*"):
+                try:
+                    if now - group.stat().st_mtime < STALE_CGROUP_S:
+                        continue
+                except OSError:
+                    continue
                 _remove_cgroup(group)  # fails, harmlessly, while processes remain
 
 
@@ -293,22 +305,36 @@ def kernel_keep(course_root: Path) -> list[str]:
 
 
 @functools.lru_cache(maxsize=4)
-def bwrap_works(course_root: str | None = None) -> bool:
-    """bubblewrap is installed and can build the jail here."""
+def bwrap_problem(course_root: str | None = None) -> str:
+    """Why bubblewrap cannot build the jail here ("" when it can): a jailed
+    ``import helpers`` is tried, twice before giving up (a busy machine)."""
     if not shutil.which("bwrap") or not shutil.which("prlimit"):
-        return False
+        return "bwrap or prlimit is not installed"
     import tempfile
 
     root = Path(course_root) if course_root else Path(__file__).resolve().parent.parent
     sandbox = Sandbox("bwrap", keep=kernel_keep(root))
-    with tempfile.TemporaryDirectory(prefix="effml-probe-") as tmp:
-        with sandbox.session(Path(tmp) / "effml-probe") as jail:
-            cmd = jail.wrap([sys.executable, "-c", "import helpers, os; print('ok', os.getuid())"])
-            try:
-                out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-            except (OSError, subprocess.TimeoutExpired):
-                return False
-    return out.returncode == 0 and out.stdout.split()[:1] == ["ok"]
+    problem = ""
+    for _ in range(2):
+        with tempfile.TemporaryDirectory(prefix="effml-probe-") as tmp:
+            # A fresh name: it names the probe's cgroups, and two processes may probe at once.
+            with sandbox.session(Path(tmp) / sandbox.name()) as jail:
+                cmd = jail.wrap([sys.executable, "-c", "import helpers, os; print('ok', os.getuid())"])
+                try:
+                    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    problem = f"the jailed probe failed: {exc}"
+                    continue
+        if out.returncode == 0 and out.stdout.split()[:1] == ["ok"]:
+            return ""
+        problem = f"the jailed probe exited {out.returncode}: {(out.stderr or out.stdout).strip()[-300:]}"
+        time.sleep(1)
+    return problem
+
+
+def bwrap_works(course_root: str | None = None) -> bool:
+    """bubblewrap is installed and can build the jail here."""
+    return not bwrap_problem(course_root)
 
 
 def sandbox_tag(course) -> str:
@@ -330,9 +356,9 @@ def make_sandbox(kind: str, course, extra_hide=None) -> Sandbox | None:
         if bwrap_works(str(course.root)):
             return Sandbox("bwrap", keep=kernel_keep(course.root), tag=sandbox_tag(course))
         if kind == "bwrap":
-            raise SystemExit("bubblewrap is not usable here: install the Debian package `bubblewrap` "
-                             "(`make venv` does), or pass --sandbox rlimits")
-        warnings.warn("bubblewrap is not installed or not usable: kernels run with resource limits "
+            raise SystemExit(f"bubblewrap is not usable here ({bwrap_problem(str(course.root))}): install the "
+                             "Debian package `bubblewrap` (`make venv` does), or pass --sandbox rlimits")
+        warnings.warn(f"bubblewrap is not usable ({bwrap_problem(str(course.root))}): kernels run with resource limits "
                       "only, NOT isolated from the course files or the network. Install `bubblewrap`.",
                       stacklevel=2)
     if not shutil.which("prlimit"):

@@ -11,8 +11,11 @@ Each notebook is executed by the grader's executor (``_labrun``); it records its
 ``helpers.llm.record_metric`` into the file named by ``$EFFML_METRICS``. The
 perplexities and gap reported are those of the most complete run (full when
 ``--full``, QUICK otherwise). Decode speed comes from ``helpers.llm_edge``
-(lab 07's engine: fp32 and int4) when it imports, else fp32 only through
-transformers with ``w4`` null.
+(lab 07's engine: fp32 and int4, with all the cores) beside llama.cpp on the
+same GGUF through llama-cpp-python (``llama_cpp``; null, with
+``llama_cpp_skipped`` saying why, where it is not installed: it is a
+benchmark-only dependency, ``pip install llama-cpp-python`` builds llama.cpp
+from source), all measured in the same run.
 """
 from __future__ import annotations
 
@@ -47,7 +50,14 @@ def decode_speed(n_tokens: int = 32) -> dict:
     except ImportError:
         llm_edge = None
     if llm_edge is not None and hasattr(llm_edge, "measure_decode"):
-        return {v: round(llm_edge.measure_decode(n_tokens, v)["tokens_per_s"], 2) for v in ("fp32", "w4")}
+        threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+        out = {v: round(llm_edge.measure_decode(n_tokens, v, num_threads=threads)["tokens_per_s"], 2)
+               for v in ("fp32", "w4")}
+        cpp = llm_edge.measure_llama_cpp(n_tokens, n_threads=threads)   # same GGUF, same machine, same run
+        out["llama_cpp"] = round(cpp["tokens_per_s"], 2) if "tokens_per_s" in cpp else None
+        if "skipped" in cpp:
+            out["llama_cpp_skipped"] = cpp["skipped"]
+        return out
     from helpers import llm
     from helpers.data import load_smollm2
 

@@ -106,3 +106,28 @@ def test_the_kernel_sees_the_thread_budget(tmp_path):
     res = execute(path, tmp_path / "out.ipynb", cell_timeout=120, env=dict.fromkeys(THREAD_VARS, "1"))
     assert res.status == "ok", [o for c in res.notebook.cells for o in c.outputs]
     assert score_cells(res.notebook)[0].score == 5
+
+
+def test_a_fresh_empty_cgroup_of_another_batch_is_not_reaped(monkeypatch):
+    """A cgroup made a moment ago by another batch (or test process) is empty
+    until its kernel enters it: reaping it then failed that kernel's start
+    (two test processes probing bubblewrap at once). Old empty ones go."""
+    import uuid
+    from pathlib import Path
+
+    from autograder import sandbox
+
+    base = sandbox.CGROUP_ROOT / "pids"
+    if not os.access(base, os.W_OK):
+        pytest.skip("no writable pids cgroup hierarchy here")
+    group = base / f"effml-test-{uuid.uuid4().hex[:8]}"
+    group.mkdir()
+    try:
+        sandbox.reap_stale_cgroups()
+        assert group.is_dir()
+        monkeypatch.setattr(sandbox, "STALE_CGROUP_S", -1)
+        sandbox.reap_stale_cgroups()
+        assert not group.exists()
+    finally:
+        if Path(group).exists():
+            group.rmdir()
