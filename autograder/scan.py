@@ -14,7 +14,15 @@ kind in the released notebook's metadata (the student cannot change that)::
 
     {"effml": {"scan_allow": ["threads"]}}
 
-The kinds are the keys of :data:`KINDS`.
+The kinds are the keys of :data:`KINDS`. A lab also names, in the same
+metadata, the functions that would answer one of its tasks for the student
+(a library's or a ``helpers`` one: they stay available to the other labs);
+a student cell that uses one is flagged ``forbidden``::
+
+    {"effml": {"scan_forbid": ["torch.fake_quantize_per_tensor_affine"]}}
+
+Each entry is a dotted name (after resolving imports and aliases), and
+covers what lies under it.
 """
 from __future__ import annotations
 
@@ -62,6 +70,7 @@ KINDS = {
     "kernel_protocol": "direct kernel protocol access",
     "grader_access": "grader internals",
     "course_files": "locates the course's files",
+    "forbidden": "uses what this lab asks you to write yourself",
 }
 
 
@@ -347,8 +356,9 @@ class _Names:
 
 
 class _Scan:
-    def __init__(self, names: _Names):
+    def __init__(self, names: _Names, forbid: tuple[str, ...] = ()):
         self.names = names
+        self.forbid = forbid
         self.found: list[tuple[int, str, str]] = []   # (line, kind, detail)
 
     def add(self, kind: str, detail: str, line: int | None) -> None:
@@ -421,6 +431,10 @@ class _Scan:
 
     def qualified(self, q: str, shown: str, line: int, store: bool = False) -> bool:
         hit = False
+        for name in self.forbid:
+            if q == name or q.startswith(name + "."):
+                self.add("forbidden", shown if q in shown else f"{shown} ({q})", line)
+                hit = True
         for kind, rx in _QUALIFIED_RX:
             if rx.match(q):
                 self.add(kind, shown if q in shown else f"{shown} ({q})", line)
@@ -748,9 +762,9 @@ def _code_cells(nb):
             yield i, cell
 
 
-def _allowed(release_nb) -> set[str]:
+def _allowed(release_nb, key: str = "scan_allow") -> set[str]:
     try:
-        allow = release_nb.metadata.get("effml", {}).get("scan_allow", [])
+        allow = release_nb.metadata.get("effml", {}).get(key, [])
         return {a for a in allow if isinstance(a, str)} if isinstance(allow, (list, tuple)) else set()
     except AttributeError:
         return set()
@@ -807,6 +821,7 @@ def scan_notebook(nb, release_nb) -> list[Finding]:
     :func:`cells_to_scan`), sorted by cell then line, each kind at most once
     per cell. Never raises on a malformed submission."""
     allow = _allowed(release_nb)
+    forbid = tuple(sorted(_allowed(release_nb, "scan_forbid")))
     names = _Names()
     trees = {}
     # Names bound anywhere (the release's setup cells import numpy as np, ...).
@@ -829,7 +844,7 @@ def scan_notebook(nb, release_nb) -> list[Finding]:
     findings: list[Finding] = []
     for i in cells_to_scan(nb, release_nb):
         cell = cells[i]
-        scan = _Scan(names)
+        scan = _Scan(names, forbid)
         src = _source(cell)
         try:
             scan.source(_transform(src))

@@ -239,7 +239,8 @@ class AttackBatch:
         assert set(probe["root_listing"]) <= {".pyenv"}, probe["root_listing"]
         leaked = [p for p in probe["readable"]
                   if p.startswith(("/etc/shadow", "/proc/1/environ", "/home", "/tmp/pytest-of"))
-                  or (p.startswith(course_root) and not p.startswith((f"{course_root}/helpers",
+                  # the course folder itself may be listed (in the jail it holds only the mounts below)
+                  or (p.startswith(course_root + "/") and not p.startswith((f"{course_root}/helpers",
                                                                         f"{course_root}/datasets",
                                                                         f"{course_root}/.venv")))]
         assert leaked == [], probe

@@ -272,7 +272,7 @@ def test_comparison_and_conversion_dunders_in_a_student_class_are_flagged(dunder
 
 
 def test_the_kinds_flagged_are_distinct_and_readable():
-    kinds = {kind for _, kind, _ in CONSTRUCTS} | {"class_dunder", "parse_error"}
+    kinds = {kind for _, kind, _ in CONSTRUCTS} | {"class_dunder", "parse_error", "forbidden"}  # forbidden: below
     assert kinds == set(KINDS)
     assert len(set(KINDS.values())) == len(KINDS)
 
@@ -601,3 +601,24 @@ def test_malformed_notebooks_do_not_raise():
     assert scan_notebook(nbformat.from_dict({"cells": "nonsense", "metadata": {}}), release) == []
     odd_release = nbformat.from_dict({"cells": [], "metadata": {"effml": {"scan_allow": "threads"}}})
     assert [f.kind for f in scan_notebook(_submit(release, "import threading"), odd_release)] == ["threads"]
+
+
+@pytest.mark.parametrize("code", [
+    "from helpers.kernels.triton.fake_quant import fake_quantize as fq\n",
+    "from helpers.kernels import triton as tk\ny = tk.fake_quant.fake_quantize(x, 0.1, 0, 4, signed=True)\n",
+    "import torch as T\ny = T.fake_quantize_per_tensor_affine(x, 0.1, 0, -8, 7)\n",
+    "from torch.ao.quantization import FakeQuantize\n",
+])
+def test_what_answers_a_task_for_the_student_is_flagged_in_that_lab_only(code):
+    """Lab 03 asks for fake quantization with an STE: its release forbids the
+    helpers' Triton kernel and torch's own fake quantization (`scan_forbid`);
+    other labs may use them."""
+    def flagged(lab):
+        release = nbformat.read(COURSE.release_notebook(lab), as_version=4)
+        nb = copy.deepcopy(release)
+        cell = next(c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution"))
+        cell.source = code + cell.source
+        return {f.kind for f in scan_notebook(nb, release)}
+
+    assert "forbidden" in flagged("lab03_qat_kd")
+    assert "forbidden" not in flagged("lab00_basics")
