@@ -229,7 +229,7 @@ print("HOSTSIDE made", made, "in", here)
 """),
     # ---- what the kernel can see and reach
     "leak_probe": Attack("escape", "sandbox_leak", """
-import os, glob, json, socket, pathlib
+import os, glob, json, socket, pathlib, fnmatch
 seen = {"uid": os.getuid(), "gid": os.getgid(), "euid": os.geteuid()}
 readable = []
 candidates = ["/root", "/etc/shadow", "/work/main/.git/HEAD", "/work/main/solutions", "/work/main/grading",
@@ -250,8 +250,11 @@ for path in candidates:
 seen["readable"] = readable
 seen["env_canary"] = [k for k in os.environ if "CANARY" in k]
 seen["env"] = sorted(os.environ)
+def walk(top, pattern):  # not glob's "**": it follows links, and another attack may link "/" into /tmp
+    for folder, _, files in os.walk(top, followlinks=False):
+        yield from (os.path.join(folder, f) for f in files if fnmatch.fnmatch(f, pattern))
 sockets = []
-for path in glob.glob("/run/**/*.sock", recursive=True) + glob.glob("/var/run/*.sock") + glob.glob("/tmp/**/k-*", recursive=True):
+for path in list(walk("/run", "*.sock")) + glob.glob("/var/run/*.sock") + list(walk("/tmp", "k-*")):
     s = socket.socket(socket.AF_UNIX)
     try:
         s.settimeout(1); s.connect(path); sockets.append(path)
