@@ -762,7 +762,8 @@ def _code_cells(nb):
             yield i, cell
 
 
-def _allowed(release_nb, key: str = "scan_allow") -> set[str]:
+def _metadata_names(release_nb, key: str) -> set[str]:
+    """The strings listed under ``effml.<key>`` of the release's metadata."""
     try:
         allow = release_nb.metadata.get("effml", {}).get(key, [])
         return {a for a in allow if isinstance(a, str)} if isinstance(allow, (list, tuple)) else set()
@@ -820,8 +821,8 @@ def scan_notebook(nb, release_nb) -> list[Finding]:
     """Findings on the code the student wrote or changed in ``nb`` (see
     :func:`cells_to_scan`), sorted by cell then line, each kind at most once
     per cell. Never raises on a malformed submission."""
-    allow = _allowed(release_nb)
-    forbid = tuple(sorted(_allowed(release_nb, "scan_forbid")))
+    allow = _metadata_names(release_nb, "scan_allow")
+    forbid = tuple(sorted(_metadata_names(release_nb, "scan_forbid")))
     names = _Names()
     trees = {}
     # Names bound anywhere (the release's setup cells import numpy as np, ...).
