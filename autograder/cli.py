@@ -84,20 +84,19 @@ def _check_notebook(path: Path) -> None:
 
 
 def cmd_run(args, course: Course) -> int:
-    from .execute import execute
+    from .labrun import notebook_limits, run_lab
 
     src = Path(args.notebook)
-    _check_notebook(src)  # before execute(), which writes beside the output whatever happens
+    _check_notebook(src)  # before execution, which writes beside the output whatever happens
     out = Path(args.output) if args.output else src.with_name(src.stem + ".executed.ipynb")
     params = _parse_params(args.parameters)
-    env = {}
-    if "QUICK" in params:
-        env["EFFML_QUICK"] = "1" if params["QUICK"] else "0"
-    if "SEED" in params:
-        env["EFFML_SEED"] = str(params["SEED"])
-    print(f"executing {src} -> {out} with {params or 'no parameters'} ...", flush=True)
-    res = execute(src, out, parameters=params, cell_timeout=args.cell_timeout,
-                  notebook_timeout=args.timeout, env=env)
+    quick, seed = params.pop("QUICK", None), params.pop("SEED", None)
+    limits = notebook_limits(src).override(cell_timeout=args.cell_timeout, notebook_timeout=args.timeout)
+    shown = {**({"QUICK": bool(quick)} if quick is not None else {}), **({"SEED": seed} if seed is not None else {}),
+             **params}
+    print(f"executing {src} -> {out} with {shown or 'no parameters'} ...", flush=True)
+    res = run_lab(src, out, quick=None if quick is None else bool(quick), seed=seed, limits=limits,
+                  parameters=params)
     errors = sum(1 for c in res.notebook.cells for o in c.get("outputs", []) if o.get("output_type") == "error")
     print(f"{res.status} in {res.duration_s:.1f} s; {errors} cell(s) with errors" + (f"; {plain_text(res.reason, 500)}" if res.reasons else ""))
     return 0 if res.status == "ok" else 1
@@ -256,8 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook")
     p.add_argument("-o", "--output")
     p.add_argument("-p", "--parameters", nargs=2, action="append", metavar=("NAME", "VALUE"))
-    p.add_argument("--cell-timeout", type=int, default=600)
-    p.add_argument("--timeout", type=int, default=3600, help="whole-notebook limit in seconds")
+    p.add_argument("--cell-timeout", type=int, help="per-cell limit in seconds (default: the lab's own)")
+    p.add_argument("--timeout", type=int, help="whole-notebook limit in seconds (default: the lab's own)")
     p.set_defaults(func=cmd_run)
 
     p = add("validate", help="solution scores full marks, blank scores 0 (QUICK mode)")

@@ -1,8 +1,9 @@
 """Execute a notebook under time limits and, when grading, score it with
 the lab's trusted checks; report what happened.
 
-``execute()`` is what grading, validation, the benchmarks and ``effml run``
-call. It starts a child process, ``python -m autograder.execute``
+``execute()`` is called through ``autograder.labrun.run_lab`` (grading,
+validation, the benchmarks, ``effml run``), which maps the lab's mode and
+limits onto it. It starts a child process, ``python -m autograder.execute``
 (``_child_main``), the *trusted executor*: it injects the papermill
 parameters, starts the kernel (inside the sandbox when one is given: only
 the kernel is jailed, see ``autograder.sandbox``), runs every cell with

@@ -25,10 +25,9 @@ from pathlib import Path
 import nbformat
 
 from .course import Course
-from .execute import (DEFAULT_CELL_TIMEOUT, DEFAULT_CHECK_TIMEOUT, DEFAULT_NOTEBOOK_TIMEOUT, execute,
-                      kill_all_running, thread_env)
+from .execute import kill_all_running
+from .labrun import notebook_limits, run_lab
 from .release import ensure_in_gradebook
-from .scoring import score_cells
 from .submissions import Submission
 
 log = logging.getLogger("effml.grade")
@@ -85,13 +84,6 @@ class Result:
         if "total_score" not in data:
             result.total_score = result.auto_score + result.manual_score
         return result
-
-
-def lab_limits(course: Course, lab: str) -> dict:
-    """A lab may set its own limits in its notebook metadata:
-    ``{"effml": {"cell_timeout": 120, "notebook_timeout": 900}}``."""
-    nb = nbformat.read(course.solution_notebook(lab), as_version=4)
-    return dict(nb.metadata.get("effml", {}))
 
 
 def _lab_hash(course: Course, lab: str) -> str:
@@ -407,17 +399,13 @@ def grade(course: Course, subs: list[Submission], options: GradeOptions | None =
 
     def run(item):
         sub, path, _ = item
-        limits = lab_limits(course, sub.lab)
-        cell_timeout = options.cell_timeout or limits.get("cell_timeout", DEFAULT_CELL_TIMEOUT)
-        nb_timeout = options.notebook_timeout or limits.get("notebook_timeout", DEFAULT_NOTEBOOK_TIMEOUT)
-        env = {"EFFML_QUICK": "1" if options.quick else "0", "EFFML_SEED": str(options.seed)}
-        if not options.scheduler:  # a Dask worker's machine has its own cores
-            env.update(thread_env(options.workers))
-        return execute(path, path.with_name(f"{sub.lab}.executed.ipynb"),
-                       parameters={"QUICK": options.quick, "SEED": options.seed},
-                       cell_timeout=cell_timeout, notebook_timeout=nb_timeout, cwd=path.parent,
-                       env=env, sandbox=options.sandbox, checks=course.checks_file(sub.lab),
-                       check_timeout=limits.get("check_timeout", DEFAULT_CHECK_TIMEOUT),
+        # The lab's limits come from its solution notebook, never from the submission.
+        limits = notebook_limits(course.solution_notebook(sub.lab)).override(
+            cell_timeout=options.cell_timeout, notebook_timeout=options.notebook_timeout)
+        return run_lab(path, path.with_name(f"{sub.lab}.executed.ipynb"), quick=options.quick, seed=options.seed,
+                       limits=limits, cwd=path.parent, sandbox=options.sandbox, checks=course.checks_file(sub.lab),
+                       # a Dask worker's machine has its own cores
+                       concurrent=None if options.scheduler else options.workers,
                        log_path=_log_path(course, sub))
 
     with _executor(options) as pool:

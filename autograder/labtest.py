@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-from pathlib import Path
 
 import nbformat
 
@@ -108,7 +107,8 @@ def cases(table: dict) -> list:
     return out
 
 
-def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra=None, needs=None) -> dict:
+def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra=None, needs=None,
+              reasons: dict | None = None, solution_preambles: dict | None = None) -> dict:
     """The standard tests of a lab's checks, for its ``test_<lab>.py``::
 
         globals().update(lab_tests(LAB, PREAMBLE, MISTAKES, ALTERNATIVES))
@@ -121,7 +121,11 @@ def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra
     ``extra(harness, test_id) -> source`` runs after the solution cells (a
     lab whose check reads a long computation's result supplies it there);
     ``needs`` (grade id -> solution cells) runs only those before a check
-    (a lab whose solution cells train for long).
+    (a lab whose solution cells train for long). ``reasons`` (mistake name ->
+    text) is what the failed check's message must say. ``solution_preambles``
+    (grade id -> preamble) proves the reference solution of those tasks with
+    another preamble (e.g. the notebook's QUICK data, where the tiny one
+    cannot reach the task's target); mistakes and alternatives keep ``preamble``.
     """
     import pytest
 
@@ -132,13 +136,24 @@ def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra
     def harness():
         return LabHarness(lab, preamble, needs=needs)
 
+    solution_harnesses: dict = {}
+
+    def solution_harness(harness, test_id):
+        if test_id not in (solution_preambles or {}):
+            return harness
+        text = solution_preambles[test_id]
+        if text not in solution_harnesses:
+            solution_harnesses[text] = LabHarness(lab, text, needs=needs)
+        return solution_harnesses[text]
+
     def test_every_graded_cell_has_a_check(harness):
         assert sorted(harness.checks) == sorted(harness.test_ids)
         assert needs is None or sorted(needs) == sorted(harness.test_ids)
 
     @pytest.mark.parametrize("test_id", LabHarness(lab).test_ids)
     def test_the_solution_passes(harness, test_id):
-        outcome = harness.outcome(test_id, extra=more(harness, test_id))
+        h = solution_harness(harness, test_id)
+        outcome = h.outcome(test_id, extra=more(h, test_id))
         assert outcome.passed, outcome.message
 
     @pytest.mark.parametrize("name", cases(mistakes))
@@ -147,6 +162,7 @@ def lab_tests(lab: str, preamble: str, mistakes: dict, alternatives: dict, extra
         outcome = harness.outcome(test_id, patch=(cell, old, new), extra=more(harness, test_id))
         assert not outcome.passed, f"{name}: the check of {test_id} passed a wrong implementation"
         assert outcome.message, "a failed task says why"
+        assert (reasons or {}).get(name, "") in outcome.message, f"{name}: the message does not say why"
 
     @pytest.mark.parametrize("name", cases(alternatives))
     def test_a_correct_alternative_passes(harness, name):

@@ -2,9 +2,9 @@
 
     python benchmarks/distributed.py [--full] [--timeout 900] [--json]
 
-Executes ``solutions/lab09_distributed/lab09_distributed.ipynb`` with
-papermill (QUICK mode unless ``--full``) and reads the figures its last cell
-records (the ``FIGURES {...}`` line): the largest weight difference between
+Executes ``solutions/lab09_distributed/lab09_distributed.ipynb`` with the
+lab runner (QUICK mode unless ``--full``) and reads the figures its last cell
+records (``helpers.figures``): the largest weight difference between
 data-parallel and single-process training, the largest difference between
 the tensor-parallel MLP and the unsharded one, the GPipe bubble measured for
 m = 1, 2, 4, 8 micro-batches on 4 stages next to (p-1)/(m+p-1), the ZeRO-1
@@ -29,17 +29,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
 
-from _labrun import printed_json, run_solution  # noqa: E402
+from autograder.labrun import run_solution  # noqa: E402
 
 NOTEBOOK = ROOT / "solutions" / "lab09_distributed" / "lab09_distributed.ipynb"
-MARKER = "FIGURES "
 
 
 def run_notebook(quick: bool, timeout: int) -> tuple[dict, float]:
-    nb, runtime = run_solution("lab09_distributed", quick=quick, cell_timeout=timeout)
-    return printed_json(nb, MARKER), runtime
+    return run_solution("lab09_distributed", quick=quick, cell_timeout=timeout)
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from autograder.course import Course  # noqa: E402
-from autograder.execute import execute  # noqa: E402
+from autograder.labrun import run_solution  # noqa: E402
 from autograder.grade import GradeOptions, grade  # noqa: E402
 from autograder.sandbox import make_sandbox  # noqa: E402
 from autograder.submissions import Submission  # noqa: E402
@@ -36,13 +36,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     course = Course()
     runtimes = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for _ in range(args.repeats):
-            start = time.monotonic()
-            res = execute(course.solution_notebook(LAB), Path(tmp) / "out.ipynb", parameters={"QUICK": True},
-                          env={"EFFML_QUICK": "1"}, cwd=course.solutions / LAB)
-            runtimes.append(time.monotonic() - start)
-            assert res.status == "ok", res.reason
+    for _ in range(args.repeats):
+        start = time.monotonic()
+        run_solution(LAB, quick=True, course=course)
+        runtimes.append(time.monotonic() - start)
     print(f"{LAB} QUICK runtime: median {statistics.median(runtimes):.1f} s over {len(runtimes)} runs "
           f"(includes kernel start-up)")
 

@@ -7,10 +7,10 @@ speed.
     python benchmarks/llm.py --json     # last line: one JSON object
     python benchmarks/llm.py --labs lab06_awq   # a subset
 
-Each notebook is executed by the grader's executor (``_labrun``); it records its figures through
-``helpers.llm.record_metric`` into the file named by ``$EFFML_METRICS``. The
+Each notebook is executed by the lab runner (``autograder.labrun.run_solution``) and
+records its figures with ``helpers.figures.record``. The
 perplexities and gap reported are those of the most complete run (full when
-``--full``, QUICK otherwise). Decode speed comes from ``helpers.llm_edge``
+``--full``, QUICK otherwise). Decode speed comes from ``helpers.decode``
 (lab 07's engine: fp32 and int4, with all the cores) beside llama.cpp on the
 same GGUF through llama-cpp-python (``llama_cpp``; null, with
 ``llama_cpp_skipped`` saying why, where it is not installed: it is a
@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,15 +32,11 @@ PPL_KEYS = ("fp32", "rtn_w3", "rtn_w4", "keep1_activation_w3", "keep1_weight_w3"
 
 
 def run_lab(lab: str, quick: bool, timeout: int) -> tuple[float, dict]:
-    """Execute the solution notebook the way the grader does; returns
-    (seconds, the metrics it recorded)."""
-    from _labrun import run_solution
+    """Execute the solution notebook; returns (seconds, the figures it recorded)."""
+    from autograder.labrun import run_solution
 
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = Path(tmp) / "metrics.json"
-        _, seconds = run_solution(lab, quick=quick, cell_timeout=timeout, env={"EFFML_METRICS": str(metrics)})
-        data = json.loads(metrics.read_text()) if metrics.exists() else {}
-    return seconds, data
+    figures, seconds = run_solution(lab, quick=quick, cell_timeout=timeout)
+    return seconds, figures
 
 
 # Measured on the 2-core CI machine (2 Dec 2026): the default native build of llama-cpp-python 0.3.36
@@ -57,8 +52,8 @@ def llama_cpp_speed(n_tokens: int, threads: int) -> dict:
     dies with SIGILL, and that must not take the benchmark with it."""
     import subprocess
 
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from helpers import llm_edge; "
-            "print(json.dumps(llm_edge.measure_llama_cpp(int(sys.argv[2]), n_threads=int(sys.argv[3]))))")
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from helpers import decode; "
+            "print(json.dumps(decode.measure_llama_cpp(int(sys.argv[2]), n_threads=int(sys.argv[3]))))")
     out = subprocess.run([sys.executable, "-c", code, str(ROOT), str(n_tokens), str(threads)],
                          capture_output=True, text=True, timeout=600)
     if out.returncode != 0:
@@ -68,24 +63,18 @@ def llama_cpp_speed(n_tokens: int, threads: int) -> dict:
 
 
 def decode_speed(n_tokens: int = 32) -> dict:
-    try:
-        from helpers import llm_edge
-    except ImportError:
-        llm_edge = None
-    if llm_edge is not None and hasattr(llm_edge, "measure_decode"):
-        threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-        out = {v: round(llm_edge.measure_decode(n_tokens, v, num_threads=threads)["tokens_per_s"], 2)
-               for v in ("fp32", "w4")}
-        cpp = llama_cpp_speed(n_tokens, threads)   # same GGUF, same machine, same run
-        out["llama_cpp"] = round(cpp["tokens_per_s"], 2) if "tokens_per_s" in cpp else None
-        if "skipped" in cpp:
-            out["llama_cpp_skipped"] = cpp["skipped"]
-        return out
-    from helpers import llm
-    from helpers.data import load_smollm2
+    """Decode tokens/s of lab 07's engine (fp32 and int4) and of llama.cpp,
+    with the threads this process may use."""
+    from helpers import decode
 
-    model, tokenizer = load_smollm2()
-    return {"fp32": round(llm.decode_tokens_per_s(model, tokenizer, new_tokens=n_tokens), 2), "w4": None}
+    threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    out = {v: round(decode.measure_decode(n_tokens, v, num_threads=threads)["tokens_per_s"], 2)
+           for v in ("fp32", "w4")}
+    cpp = llama_cpp_speed(n_tokens, threads)   # same GGUF, same machine, same run
+    out["llama_cpp"] = round(cpp["tokens_per_s"], 2) if "tokens_per_s" in cpp else None
+    if "skipped" in cpp:
+        out["llama_cpp_skipped"] = cpp["skipped"]
+    return out
 
 
 def main(argv=None) -> int:

@@ -2,9 +2,8 @@
 
     python benchmarks/qml.py [--full] [--timeout 600] [--json]
 
-Executes ``solutions/lab10_qml/lab10_qml.ipynb`` with papermill (QUICK mode
-unless ``--full``) and reads the figures its last cell prints (the
-``LAB10_RESULTS {...}`` line):
+Executes ``solutions/lab10_qml/lab10_qml.ipynb`` with the lab runner (QUICK mode
+unless ``--full``) and reads the figures it records (``helpers.figures``):
 
 * ``zne_error_reduction``: |noisy - ideal| / |ZNE - ideal| of <ZZ> on a shallow
   2-qubit randomized-benchmarking-style circuit (global folding at scales
@@ -25,18 +24,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
 
-from _labrun import printed_json, run_solution  # noqa: E402
+from autograder.labrun import run_solution  # noqa: E402
 
-NOTEBOOK = ROOT / "solutions" / "lab10_qml" / "lab10_qml.ipynb"
-MARKER = "LAB10_RESULTS "
 TARGETS = {"zne_error_reduction": 3.0, "rem_tvd_reduction": 10.0}
 
 
 def run_notebook(quick: bool, timeout: int) -> tuple[dict, float]:
-    nb, runtime = run_solution("lab10_qml", quick=quick, cell_timeout=timeout)
-    return printed_json(nb, MARKER), runtime
+    return run_solution("lab10_qml", quick=quick, cell_timeout=timeout)
 
 
 def main(argv=None) -> int:

@@ -3,9 +3,8 @@ deployment) and the target figures they print.
 
     python benchmarks/tinyml.py [--labs lab04_nas lab05_tinyengine] [--json]
 
-Each solution notebook is executed with papermill in QUICK mode; the labs
-record their figures with ``helpers.tinyml.record_metric`` into the file named
-by ``EFFML_METRICS_FILE``, which this script sets. With ``--json`` the last
+Each solution notebook is executed by the lab runner (``autograder.labrun``) in
+QUICK mode; the labs record their figures with ``helpers.figures.record``. With ``--json`` the last
 line is a JSON object with ``runtime_s`` (lab -> seconds), ``peak_sram_reduction``
 (layer-by-layer peak / patch-based + in-place peak), ``codegen_bit_exact``,
 ``evo_vs_random_acc_gain`` (points of predicted accuracy, evolution minus
@@ -19,13 +18,12 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT))
 
-from _labrun import run_solution  # noqa: E402
+from autograder.labrun import run_solution  # noqa: E402
 
 LABS = ("lab04_nas", "lab05_tinyengine")
 TARGETS = {  # figure -> (target, how to read it)
@@ -37,10 +35,6 @@ TARGETS = {  # figure -> (target, how to read it)
 }
 
 
-def run_lab(lab: str, metrics_file: Path) -> float:
-    """Execute the solution notebook of ``lab`` in QUICK mode; wall seconds."""
-    _, seconds = run_solution(lab, env={"EFFML_METRICS_FILE": str(metrics_file)})
-    return seconds
 
 
 def main(argv=None) -> int:
@@ -50,14 +44,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     results: dict = {"runtime_s": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics_file = Path(tmp) / "metrics.jsonl"
-        for lab in args.labs:
-            print(f"running {lab} (QUICK) ...", flush=True)
-            results["runtime_s"][lab] = round(run_lab(lab, metrics_file), 1)
-        if metrics_file.exists():
-            for line in metrics_file.read_text().splitlines():
-                results.update(json.loads(line))
+    for lab in args.labs:
+        print(f"running {lab} (QUICK) ...", flush=True)
+        figures, seconds = run_solution(lab)
+        results["runtime_s"][lab] = round(seconds, 1)
+        results.update(figures)
 
     print(f"\nload average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for lab, secs in results["runtime_s"].items():

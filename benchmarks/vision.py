@@ -1,8 +1,8 @@
 """Runtime and target figures of the vision compression labs (01-03).
 
-Executes each solution notebook the way the grader does (``_labrun``; QUICK
+Executes each solution notebook with the lab runner (``autograder.labrun``; QUICK
 mode by default, full mode with ``--full``), times it, and reads back the figures the notebooks
-record with ``helpers.compression.record_metric`` (through ``$EFFML_METRICS``).
+record with ``helpers.figures.record``.
 
     python benchmarks/vision.py            # QUICK, human-readable table
     python benchmarks/vision.py --json     # ... and a JSON summary as the last line
@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _labrun import run_solution  # noqa: E402  (also puts the repository on sys.path)
-from helpers.compression import METRICS_ENV  # noqa: E402
+from autograder.labrun import run_solution  # noqa: E402
 
 LABS = ("lab01_pruning", "lab02_quantization", "lab03_qat_kd")
 # The figures the issue's targets name, with the bound each must meet.
@@ -33,11 +31,9 @@ TARGETS = {
 
 
 def run_lab(lab: str, quick: bool) -> tuple[float, dict]:
-    """Execute one solution notebook; return (seconds, recorded metrics)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        metrics = Path(tmp) / "metrics.json"
-        _, seconds = run_solution(lab, quick=quick, env={METRICS_ENV: str(metrics)})
-        return seconds, json.loads(metrics.read_text()) if metrics.exists() else {}
+    """Execute one solution notebook; return (seconds, recorded figures)."""
+    figures, seconds = run_solution(lab, quick=quick)
+    return seconds, figures
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,45 +7,23 @@ what the students write in the labs.
 """
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import torch
 from torch import nn
 
 from helpers.data import load_digits
 
 IMAGE_SIZE = 16  # the VGGDigits baseline sees 16x16 digits
-METRICS_ENV = "EFFML_METRICS"
 
 
-def lab_loaders(train_limit: int | None = None, *, batch_size: int = 64, seed: int = 0):
-    """``{"train", "val", "test"}`` DataLoaders of 16x16 digits. Only the
-    training split is cut to ``train_limit`` examples (QUICK mode), so
-    accuracies are always measured on the full validation and test splits."""
+def digits_accuracy(model: nn.Module, split: str = "test") -> float:
+    """Top-1 accuracy in percent of ``model`` on a full split of the labs'
+    16x16 digits, on CPU; the model's train/eval mode is kept."""
     from torch.utils.data import DataLoader, TensorDataset
 
-    loaders = {}
-    for split in ("train", "val", "test"):
-        x, y = load_digits(split, size=IMAGE_SIZE, limit=train_limit if split == "train" else None)
-        gen = torch.Generator().manual_seed(seed) if split == "train" else None
-        loaders[split] = DataLoader(TensorDataset(x, y), batch_size=batch_size,
-                                    shuffle=split == "train", generator=gen)
-    return loaders
+    from helpers.train import evaluate
 
-
-@torch.no_grad()
-def test_accuracy(model: nn.Module, split: str = "test") -> float:
-    """Top-1 accuracy in percent of ``model`` on a full digits split, on CPU."""
-    x, y = load_digits(split, size=IMAGE_SIZE)
-    was_training = model.training
-    model.eval()
-    try:
-        pred = torch.cat([model(xb).argmax(1) for xb in x.split(256)])
-    finally:
-        model.train(was_training)
-    return 100.0 * (pred == y).float().mean().item()
+    return evaluate(model, DataLoader(TensorDataset(*load_digits(split, size=IMAGE_SIZE)), batch_size=256),
+                    device="cpu")
 
 
 def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
@@ -56,19 +34,6 @@ def weight_layers(model: nn.Module) -> dict[str, nn.Module]:
 def sparsity(tensor: torch.Tensor) -> float:
     """Fraction of exact zeros in ``tensor``."""
     return 1.0 - tensor.count_nonzero().item() / tensor.numel()
-
-
-def record_metric(name: str, value: float) -> float:
-    """Record a figure a lab reports into the JSON file named by
-    ``$EFFML_METRICS`` (the benchmark reads it back); a no-op when unset.
-    Returns ``value`` so it can wrap an expression."""
-    path = os.environ.get(METRICS_ENV)
-    if path:
-        path = Path(path)
-        data = json.loads(path.read_text()) if path.exists() else {}
-        data[name] = float(value)
-        path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return value
 
 
 # ---------------------------------------------------------------- exact integer arithmetic

@@ -71,15 +71,18 @@ def load_digits(split: str = "train", size: int = 8, limit: int | None = None):
     return x.contiguous(), y
 
 
-def digits_loaders(batch_size: int = 64, size: int = 32, seed: int = 0, limit: int | None = None):
+def digits_loaders(batch_size: int = 64, size: int = 32, seed: int = 0, limit: int | None = None,
+                   train_limit: int | None = None):
     """``{"train", "val", "test"}`` DataLoaders over :func:`load_digits`; the
-    training loader shuffles with a generator seeded by ``seed``."""
+    training loader shuffles with a generator seeded by ``seed``. ``limit``
+    cuts every split; ``train_limit`` only the training split (QUICK mode
+    trains on less and still measures on the full validation and test splits)."""
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
     loaders = {}
     for split in DIGITS_SPLIT_SIZES:
-        x, y = load_digits(split, size=size, limit=limit)
+        x, y = load_digits(split, size=size, limit=train_limit if split == "train" and train_limit else limit)
         gen = torch.Generator().manual_seed(seed) if split == "train" else None
         loaders[split] = DataLoader(TensorDataset(x, y), batch_size=batch_size,
                                     shuffle=split == "train", generator=gen)

@@ -8,12 +8,8 @@ data and measures the result.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -32,10 +28,8 @@ __all__ = [
     "tie_channels",
     "tiny_llama",
     "generate",
-    "decode_tokens_per_s",
     "linear_weight_params",
     "quantized_size_mib",
-    "record_metric",
 ]
 
 
@@ -278,20 +272,6 @@ def generate(model: nn.Module, tokenizer, prompt: str, max_new_tokens: int = 40)
     return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
-@torch.no_grad()
-def decode_tokens_per_s(model: nn.Module, tokenizer, prompt: str = "To be, or not to be",
-                        new_tokens: int = 32) -> float:
-    """Greedy decode speed (tokens/s) with the KV cache, after one warm-up token."""
-    device = next(model.parameters()).device
-    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(device)
-    kw = dict(do_sample=False, pad_token_id=tokenizer.eos_token_id)
-    model.generate(ids, max_new_tokens=1, **kw)
-    start = time.perf_counter()
-    out = model.generate(ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, **kw)
-    elapsed = time.perf_counter() - start
-    return (out.shape[1] - ids.shape[1]) / elapsed
-
-
 # ---------------------------------------------------------------- size accounting
 
 def block_linears(model: nn.Module) -> dict[str, nn.Linear]:
@@ -322,17 +302,3 @@ def quantized_size_mib(model: nn.Module, w_bits: float | None, group_size: int =
     per_group = scale_bits + (zero_bits or 0)
     bits = quant * (w_bits + per_group / group_size) + (total - quant) * 16 + fp32_params * 32
     return bits / 8 / 2**20
-
-
-# ---------------------------------------------------------------- metrics
-
-def record_metric(name: str, value) -> None:
-    """Append ``{name: value}`` to the JSON file named by ``$EFFML_METRICS``
-    (read by ``benchmarks/llm.py``); a no-op when the variable is unset."""
-    path = os.environ.get("EFFML_METRICS")
-    if not path:
-        return
-    path = Path(path)
-    data = json.loads(path.read_text()) if path.exists() and path.stat().st_size else {}
-    data[name] = value
-    path.write_text(json.dumps(data, indent=1))

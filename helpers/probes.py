@@ -417,7 +417,7 @@ def _lab03_types():
 
         class ModelView(nn.Module):
             """Stands for a notebook model (not a copy: it is not registered as a
-            submodule) in a call such as ``test_accuracy(view)``: runs it, records
+            submodule) in a call such as ``digits_accuracy(view)``: runs it, records
             the argmax of every forward pass and reports ``predictions``, the
             model's ``training`` flag, ``state`` and the effective ``weights`` of
             its Conv2d/Linear layers (what ``layer.weight`` evaluates to)."""

@@ -14,8 +14,7 @@ planning, patch-based inference, code generation):
   ``helpers/kernels/c/tinyml_ops.c``), :func:`run_op_c` (the ``add`` and
   ``avgpool`` ops of ``tinyml_ops.c`` on arrays), :func:`c_array` and :func:`compile_model`, which
   compiles a generated C file defining
-  ``void model_run(const int8_t *input, int8_t *output)`` and runs it;
-- :func:`record_metric` for the figures ``benchmarks/tinyml.py`` reads.
+  ``void model_run(const int8_t *input, int8_t *output)`` and runs it.
 
 Tensors are single images, channels last: ``(H, W, C)``.
 """
@@ -23,8 +22,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import json
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -38,16 +35,6 @@ OPS_C = C_SOURCE_DIR / "tinyml_ops.c"
 KINDS = ("conv", "dwconv", "add", "avgpool", "linear")
 # Generated models compile single-threaded, as a microcontroller runs them.
 MCU_FLAGS = ("-O2", "-shared", "-fPIC")
-
-
-def record_metric(name: str, value) -> None:
-    """Append ``{"name": value}`` as a JSON line to ``$EFFML_METRICS_FILE``;
-    a no-op when the variable is unset. ``benchmarks/tinyml.py`` sets it when
-    it executes the labs, to read the figures they print."""
-    path = os.environ.get("EFFML_METRICS_FILE")
-    if path:
-        with open(path, "a") as f:
-            f.write(json.dumps({name: value}) + "\n")
 
 
 # ---------------------------------------------------------------- the int8 graph

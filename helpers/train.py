@@ -69,14 +69,18 @@ def train(model: nn.Module, loader: Iterable, *, epochs: int = 1, lr: float = 1e
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str | None = None,
              progress: bool = False) -> float:
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent; the model's train/eval mode is kept."""
     device = torch.device(device) if device else get_device()
+    was_training = model.training
     model.to(device).eval()
     correct = count = 0
-    for x, y in _progress(loader, "eval", progress):
-        pred = model(x.to(device)).argmax(dim=1)
-        correct += (pred == y.to(device)).sum().item()
-        count += len(y)
+    try:
+        for x, y in _progress(loader, "eval", progress):
+            pred = model(x.to(device)).argmax(dim=1)
+            correct += (pred == y.to(device)).sum().item()
+            count += len(y)
+    finally:
+        model.train(was_training)
     if count == 0:
         raise ValueError("evaluate() got an empty loader")
     return 100.0 * correct / count

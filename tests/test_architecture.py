@@ -54,5 +54,5 @@ def test_listed_folders_exist():
 
 def test_the_metadata_keys_it_documents_are_the_ones_read():
     keys = set(re.findall(r"^\| `(\w+)` \|", DOC, flags=re.M))
-    source = (ROOT / "autograder" / "grade.py").read_text() + (ROOT / "tests" / "test_labs.py").read_text()
+    source = (ROOT / "autograder" / "labrun.py").read_text() + (ROOT / "tests" / "test_labs.py").read_text()
     assert keys and all(f'"{k}"' in source for k in keys), keys

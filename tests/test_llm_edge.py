@@ -1,4 +1,4 @@
-"""helpers/llm_edge.py: the decode engine against transformers on a tiny random
+"""helpers/gemv_harness.py, edge_llama.py and decode.py: the decode engine against transformers on a tiny random
 Llama, the KV cache against full recompute, the W4A8 torch reference against
 the engine, and the kernel harness of Lab 07."""
 from __future__ import annotations
@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import llm_edge
+from helpers import decode
 from helpers.checks import CheckError
 from helpers.kernels import int4
-from helpers.llm_edge import (EdgeLlama, Fp32Gemv, W4A8Gemv, check_kernel, compare_decode, compile_kernel,
-                              gemv_problem, greedy, helpers_kernel, quantize_activation, reference_kernel,
-                              run_kernel, time_kernels, w4a8_reference_model)
+from helpers.gemv_harness import (check_kernel, compile_kernel, gemv_problem, reference_kernel, run_kernel,
+                                  time_kernels)
+from helpers.edge_llama import EdgeLlama, engine_kernel, Fp32Gemv, quantize_activation, w4a8_reference_model, W4A8Gemv
+from helpers.decode import compare_decode, greedy
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_cache_overflow_says_what_to_do(tiny):
 
 def test_w4a8_reference_matches_engine_with_reference_kernel(tiny):
     ref_model = w4a8_reference_model(tiny)
-    engine = EdgeLlama(tiny, W4A8Gemv(helpers_kernel("reference")), max_len=32)
+    engine = EdgeLlama(tiny, W4A8Gemv(engine_kernel("reference")), max_len=32)
     with torch.no_grad():
         want = ref_model(torch.tensor([IDS])).logits[0].numpy()
         fp32 = tiny(torch.tensor([IDS])).logits[0].numpy()
@@ -76,8 +77,8 @@ def test_w4a8_reference_matches_engine_with_reference_kernel(tiny):
 
 
 def test_w4_engine_with_helpers_all_kernel_matches_reference_kernel(tiny):
-    a = EdgeLlama(tiny, W4A8Gemv(helpers_kernel("reference")), max_len=32)
-    b = EdgeLlama(tiny, W4A8Gemv(helpers_kernel("all"), num_threads=2), max_len=32)
+    a = EdgeLlama(tiny, W4A8Gemv(engine_kernel("reference")), max_len=32)
+    b = EdgeLlama(tiny, W4A8Gemv(engine_kernel("all"), num_threads=2), max_len=32)
     np.testing.assert_allclose(b.forward(IDS, b.new_cache()), a.forward(IDS, a.new_cache()), rtol=1e-4, atol=1e-4)
 
 
@@ -94,7 +95,7 @@ def test_quantize_activation_is_bit_identical_to_helpers(k):
 def test_reference_src_agrees_with_helpers_reference_and_exact_sums():
     p = gemv_problem(37, 160, seed=3)
     ours = run_kernel(reference_kernel(), p)
-    theirs = run_kernel(helpers_kernel("reference"), p)
+    theirs = run_kernel(engine_kernel("reference"), p)
     np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ours, p.y_ref, rtol=1e-4, atol=1e-5 * np.abs(p.y_ref).max())
 
@@ -107,7 +108,7 @@ def test_gemv_problem_uses_the_helpers_packing():
     p.codes[:], p.scales[:] = packed.codes.numpy(), packed.scales.numpy()
     deq = int4.dequantize_int4(packed).double().numpy()
     x = p.xq.astype(np.float64) * np.repeat(p.xs.astype(np.float64), 32)
-    np.testing.assert_allclose(run_kernel(helpers_kernel("reference"), p), deq @ x, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(run_kernel(engine_kernel("reference"), p), deq @ x, rtol=1e-4, atol=1e-4)
 
 
 TAIL_DROPPED = r"""
@@ -132,7 +133,7 @@ void gemv_int4_unroll(const uint8_t *codes, const float *scales, const int8_t *x
 
 
 def test_check_kernel_accepts_the_reference_and_names_missing_rows():
-    check_kernel(helpers_kernel("all"), task="1.4", shapes=[(67, 96), (5, 32)], num_threads=2, repeats=2)
+    check_kernel(engine_kernel("all"), task="1.4", shapes=[(67, 96), (5, 32)], num_threads=2, repeats=2)
     fn = compile_kernel(TAIL_DROPPED, "unroll")
     check_kernel(fn, task="1.1", shapes=[(64, 96)])
     with pytest.raises(CheckError, match=r"Task 1\.1: .*never wrote y\[64, 65, 66\].*n % 4"):
@@ -162,7 +163,7 @@ def test_compile_kernel_names_the_missing_function():
 
 def test_time_kernels_best_of_and_early_stop():
     p = gemv_problem(512, 1024)
-    fns = {"reference": (reference_kernel(), 1), "all": (helpers_kernel("all"), 1)}
+    fns = {"reference": (reference_kernel(), 1), "all": (engine_kernel("all"), 1)}
     best = time_kernels(fns, p, min_repeats=3, budget_s=0.2)
     assert set(best) == {"reference", "all"} and all(0 < t < 1 for t in best.values()), best
     calls = []
@@ -189,14 +190,14 @@ class _Tokenizer:
 
 
 def test_measure_decode_contract(tiny, monkeypatch):
-    monkeypatch.setattr(llm_edge, "_smollm2", lambda: (tiny, _Tokenizer()))
-    runs = {v: llm_edge.measure_decode(6, v, prompt="hello") for v in ("fp32", "w4", "transformers")}
+    monkeypatch.setattr(decode, "_smollm2", lambda: (tiny, _Tokenizer()))
+    runs = {v: decode.measure_decode(6, v, prompt="hello") for v in ("fp32", "w4", "transformers")}
     for v, r in runs.items():
         assert r["variant"] == v and r["tokens_per_s"] > 0 and len(r["tokens"]) == 6
         assert r["ms_per_token"] == pytest.approx(1e3 / r["tokens_per_s"])
     assert runs["fp32"]["tokens"] == runs["transformers"]["tokens"]
     with pytest.raises(ValueError, match="variant"):
-        llm_edge.measure_decode(6, "int3")
+        decode.measure_decode(6, "int3")
 
 
 def test_compare_decode_interleaves_and_caps_threads(tiny):
@@ -209,7 +210,7 @@ def test_llama_cpp_is_skipped_with_a_reason_when_missing():
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
-        r = llm_edge.measure_llama_cpp(4)
+        r = decode.measure_llama_cpp(4)
         assert "llama-cpp-python" in r["skipped"]
     else:
         pytest.skip("llama-cpp-python is installed: measured in the lab, not here")

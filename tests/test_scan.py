@@ -604,8 +604,8 @@ def test_malformed_notebooks_do_not_raise():
 
 
 @pytest.mark.parametrize("code", [
-    "from helpers.kernels.triton.fake_quant import fake_quantize as fq\n",
-    "from helpers.kernels import triton as tk\ny = tk.fake_quant.fake_quantize(x, 0.1, 0, 4, signed=True)\n",
+    "from helpers.kernels.triton.fake_quant import quantize_dequantize as fq\n",
+    "from helpers.kernels import triton as tk\ny = tk.fake_quant.quantize_dequantize(x, 0.1, 0, 4, signed=True)[0]\n",
     "import torch as T\ny = T.fake_quantize_per_tensor_affine(x, 0.1, 0, -8, 7)\n",
     "from torch.ao.quantization import FakeQuantize\n",
 ])

@@ -111,16 +111,6 @@ def test_shipped_supernet_accuracy_range():
     assert acc_big >= 97.0 and 75.0 <= acc_small < acc_big
 
 
-def test_record_metric(tmp_path, monkeypatch):
-    monkeypatch.delenv("EFFML_METRICS_FILE", raising=False)
-    tinyml.record_metric("ignored", 1.0)                     # no file, no error
-    path = tmp_path / "m.jsonl"
-    monkeypatch.setenv("EFFML_METRICS_FILE", str(path))
-    tinyml.record_metric("a", 1.5)
-    tinyml.record_metric("b", True)
-    assert [json.loads(line) for line in path.read_text().splitlines()] == [{"a": 1.5}, {"b": True}]
-
-
 # ---------------------------------------------------------------- lab 05: int8 deployment
 
 SMALL_BLOCKS = ((2, 8, 1, 5), (3, 12, 2), (2, 12, 1))

@@ -31,7 +31,7 @@ from torch import nn
 from autograder.trusted import ModuleSpec, ModuleState, Ref, task
 from helpers import profile
 from helpers.checks import CheckError, check, check_close, check_equal, check_in_range, check_shape
-from helpers.compression import test_accuracy, weight_layers
+from helpers.compression import digits_accuracy, weight_layers
 from helpers.models import VGGDigits, load_baseline
 
 EXAMPLE = (1, 1, 16, 16)
@@ -129,7 +129,7 @@ def _baseline():
     """The pretrained baseline, its parameter count and test accuracy (computed once)."""
     if not _BASELINE:
         model = load_baseline()
-        _BASELINE.update(model=model, params=profile.count_params(model), acc=test_accuracy(model))
+        _BASELINE.update(model=model, params=profile.count_params(model), acc=digits_accuracy(model))
     return _BASELINE
 
 
@@ -304,9 +304,9 @@ def finetune(student):
               hint="pass after_step=pruner.apply to train()")
     check_in_range(profile.count_params(model, nonzero_only=True) / base["params"], 0, 0.25,
                    name="size ratio after fine-tuning", task="1.6")
-    acc = test_accuracy(model)
+    acc = digits_accuracy(model)
     check_close(student.value("pruned_acc"), acc, atol=100 / 360 + 1e-6, rtol=0, name="pruned_acc", task="1.6",
-                hint="pruned_acc = test_accuracy(sparse_model), after fine-tuning")
+                hint="pruned_acc = digits_accuracy(sparse_model), after fine-tuning")
     moved = any(not torch.equal(params[n][params[n] != 0], base_params[n].detach()[params[n] != 0])
                 for n in params)
     check(moved, "sparse_model's weights are those right after pruning: it was not fine-tuned.", task="1.6")

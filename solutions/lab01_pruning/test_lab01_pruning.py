@@ -3,7 +3,7 @@ solutions written differently, and fail the typical mistakes (run with
 ``pytest solutions/lab01_pruning`` or ``-m lab01_pruning``)."""
 import pytest
 
-from autograder.labtest import LabHarness, cases
+from autograder.labtest import lab_tests
 
 LAB = "lab01_pruning"
 pytestmark = pytest.mark.lab01_pruning
@@ -18,15 +18,16 @@ import types
 import torch
 from torch import nn
 
-from helpers import profile
-from helpers.compression import lab_loaders, record_metric, sparsity, test_accuracy, weight_layers
+from helpers import figures, profile
+from helpers.compression import digits_accuracy, sparsity, weight_layers
+from helpers.data import digits_loaders
 from helpers.models import VGGDigits, load_baseline
 from helpers.train import seed_everything, train
 
 QUICK, SEED = True, 0
 seed_everything(SEED)
 TRAIN_LIMIT, FINETUNE_EPOCHS = {limit}, {epochs}
-loaders = lab_loaders(TRAIN_LIMIT, seed=SEED)
+loaders = digits_loaders(size=16, train_limit=TRAIN_LIMIT, seed=SEED)
 plots = types.SimpleNamespace(plot_weight_histograms=lambda *a, **k: None,  # figures are not graded
                               plot_xy=lambda *a, **k: None)
 dense = load_baseline()
@@ -233,43 +234,5 @@ ALTERNATIVES = {
 QUICK_TESTS = {"task_1_6_finetune"}  # proven with the notebook's QUICK fine-tuning
 
 
-@pytest.fixture(scope="module")
-def harness():
-    return LabHarness(LAB, PREAMBLE)
-
-
-@pytest.fixture(scope="module")
-def quick_harness():
-    return LabHarness(LAB, QUICK_PREAMBLE)
-
-
-def test_every_graded_cell_has_a_check(harness):
-    assert sorted(harness.checks) == sorted(harness.test_ids)
-
-
-@pytest.mark.parametrize("test_id", LabHarness(LAB).test_ids)
-def test_the_solution_passes(request, test_id):
-    h = request.getfixturevalue("quick_harness" if test_id in QUICK_TESTS else "harness")
-    outcome = h.outcome(test_id, extra=EXTRA.get(test_id, ""))
-    assert outcome.passed, outcome.message
-
-
-@pytest.mark.parametrize("name", cases(MISTAKES))
-def test_the_mistake_loses_the_task(harness, name):
-    cell, old, new, test_id = MISTAKES[name]
-    outcome = harness.outcome(test_id, patch=(cell, old, new), extra=EXTRA.get(test_id, ""))
-    assert not outcome.passed
-    assert outcome.message, "a failed task says why"
-    assert REASONS.get(name, "") in outcome.message
-
-
-@pytest.mark.parametrize("name", cases(ALTERNATIVES))
-def test_a_correct_alternative_passes(harness, name):
-    cell, old, new, test_id = ALTERNATIVES[name]
-    assert test_id not in QUICK_TESTS
-    outcome = harness.outcome(test_id, patch=(cell, old, new), extra=EXTRA.get(test_id, ""))
-    assert outcome.passed, outcome.message
-
-
-def test_every_task_has_a_mistake_on_file(harness):
-    assert set(harness.test_ids) <= {t for *_, t in MISTAKES.values()}
+globals().update(lab_tests(LAB, PREAMBLE, MISTAKES, ALTERNATIVES, extra=lambda harness, test_id: EXTRA.get(test_id, ""),
+                           reasons=REASONS, solution_preambles=dict.fromkeys(QUICK_TESTS, QUICK_PREAMBLE)))

@@ -25,7 +25,7 @@ from torch import nn
 
 from autograder.trusted import ModuleSpec, ModuleState, Ref, task
 from helpers.checks import CheckError, check, check_close, check_equal, check_in_range, check_shape
-from helpers.compression import integer_conv2d, integer_linear, test_accuracy
+from helpers.compression import integer_conv2d, integer_linear, digits_accuracy
 from helpers.data import load_digits
 from helpers.models import load_baseline
 
@@ -466,6 +466,6 @@ def quantize_layer(student):
     # The notebook's int8 model, within 0.5 points of fp32: its reported drop, and the drop
     # of its int8_model recomputed here (one test image of slack for rounding ties).
     check_in_range(student.value("int8_acc_drop"), None, 0.5, name="int8 accuracy drop (points)", task="2.7")
-    drop = test_accuracy(load_baseline()) - _int8_accuracy(student.value("int8_model"))
+    drop = digits_accuracy(load_baseline()) - _int8_accuracy(student.value("int8_model"))
     check_in_range(drop, None, 0.5 + 100 / 360, name="int8 accuracy drop of `int8_model`, recomputed by the grader",
                    task="2.7")

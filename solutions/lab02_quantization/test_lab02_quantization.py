@@ -24,10 +24,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from helpers import profile
-from helpers.compression import (integer_conv2d, integer_linear, lab_loaders, record_metric,
-                                 test_accuracy, weight_layers)
-from helpers.data import load_digits
+from helpers import figures, profile
+from helpers.compression import digits_accuracy, integer_conv2d, integer_linear, weight_layers
+from helpers.data import digits_loaders, load_digits
 from helpers.models import VGGDigits, load_baseline
 from helpers.train import seed_everything, train
 
@@ -42,7 +41,7 @@ results = {"fp32": (fp32_kb, fp32_acc)}
 """
 
 # The locked int8 cell (calibration, int8_model, int8_acc_drop) for the check that reads them.
-EXTRA = {"task_2_7_quantize_layer": "fp32_acc = test_accuracy(fp32)\n" + _locked_cell("int8_model_run")}
+EXTRA = {"task_2_7_quantize_layer": "fp32_acc = digits_accuracy(fp32)\n" + _locked_cell("int8_model_run")}
 
 # name: (solution cell, fragment, replacement, the test cell that must fail)
 MISTAKES = {

@@ -32,7 +32,7 @@ from torch.nn.utils import parametrize
 
 from autograder.trusted import ModuleSpec, ModuleState, Ref, task
 from helpers.checks import check, check_close
-from helpers.compression import IMAGE_SIZE, test_accuracy
+from helpers.compression import IMAGE_SIZE, digits_accuracy
 from helpers.data import load_digits
 from helpers.models import VGG_DIGITS_CFG, VGGDigits, load_baseline
 
@@ -147,17 +147,17 @@ def _ptq_acc(student, name, state, cfg, bits, task_id):
 
 
 def _view(student, name, key, task_id):
-    """``test_accuracy`` of the notebook's model ``name`` (``name[key]``) run in the
+    """``digits_accuracy`` of the notebook's model ``name`` (``name[key]``) run in the
     kernel through a ``helpers.probes.model_view``: the test accuracy of what it
     predicted (computed here), its effective weights and its state."""
     _, y = _test_split()
     label = name if key is None else f"{name}[{key}]"
-    _, args = student.call("test_accuracy", ModuleSpec("helpers.probes.model_view", {"model": Ref(name), "key": key}),
+    _, args = student.call("digits_accuracy", ModuleSpec("helpers.probes.model_view", {"model": Ref(name), "key": key}),
                            args_back=True)
     got = args[0] if type(args) is list and len(args) == 1 else None
     check(type(got) is dict and isinstance(got.get("predictions"), torch.Tensor)
           and tuple(got["predictions"].shape) == tuple(y.shape),
-          f"the grader could not evaluate {label} on the test split (is `test_accuracy` from the set-up cell "
+          f"the grader could not evaluate {label} on the test split (is `digits_accuracy` from the set-up cell "
           "still defined?)", task=task_id)
     return 100.0 * (got["predictions"] == y).float().mean().item(), got
 
@@ -361,7 +361,7 @@ def train_students(student):
         _check_trained(state, init_state, STUDENT_CFG, name, "student_init", "2.2")
         model = VGGDigits(cfg=STUDENT_CFG)
         model.load_state_dict(state)
-        _check_reported_acc(student.value(acc_name), test_accuracy(model), acc_name, "2.2")
+        _check_reported_acc(student.value(acc_name), digits_accuracy(model), acc_name, "2.2")
     # kd_loss_fn: the soft term against the teacher only, whatever the transfer set's labels say
     kd_loss_fn = student.function("kd_loss_fn", args_back=True)
     x, _ = _train_images(8)

@@ -12,7 +12,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
-from helpers.compression import lab_loaders, record_metric, test_accuracy, weight_layers
+from helpers import figures
+from helpers.compression import digits_accuracy, weight_layers
+from helpers.data import digits_loaders
 from helpers.models import VGGDigits, load_baseline
 from helpers.train import seed_everything, train
 
@@ -26,14 +28,14 @@ class plots:
 SEED = 0
 seed_everything(SEED)
 TRAIN_LIMIT, QAT_EPOCHS, BITS = 64, 1, [8, 4, 3, 2]
-loaders = lab_loaders(TRAIN_LIMIT, seed=SEED)
+loaders = digits_loaders(size=16, train_limit=TRAIN_LIMIT, seed=SEED)
 LABELLED_IMAGES, KD_EPOCHS = 16, 1
 STUDENT_CFG = (8, "M", 16, "M", 16, "M")
-labelled_loader = lab_loaders(LABELLED_IMAGES, batch_size=16, seed=SEED)["train"]
-transfer_loader = lab_loaders(32, batch_size=16, seed=SEED)["train"]
+labelled_loader = digits_loaders(size=16, train_limit=LABELLED_IMAGES, batch_size=16, seed=SEED)["train"]
+transfer_loader = digits_loaders(size=16, train_limit=32, batch_size=16, seed=SEED)["train"]
 ALONE_EPOCHS = 2
 teacher = load_baseline()
-fp32_acc = test_accuracy(teacher)
+fp32_acc = digits_accuracy(teacher)
 """
 LAB = "lab03_qat_kd"
 pytestmark = pytest.mark.lab03_qat_kd
@@ -55,6 +57,11 @@ MISTAKES = {
     "fake quantize: the output detached": (
         "task_1_1_fake_quantize_code", "return x * inside + (x_q - x * inside).detach()", "return x_q.detach()",
         "task_1_1_fake_quantize"),
+    # The obvious helpers call answers nothing: the Triton kernel is forward only (no gradient).
+    "fake quantize: the helpers' Triton kernel instead of your own": (
+        "task_1_1_fake_quantize_code", "return x * inside + (x_q - x * inside).detach()",
+        "from helpers.kernels.triton.fake_quant import quantize_dequantize\n"
+        "    return quantize_dequantize(x, scale, zero_point, bits, signed=True)[0]", "task_1_1_fake_quantize"),
     "prepare_qat: one scale per tensor": (
         "task_1_2_prepare_qat_code", "w.detach().abs().reshape(w.shape[0], -1).amax(dim=1).clamp(min=1e-8)",
         "w.detach().abs().max().clamp(min=1e-8).expand(w.shape[0])", "task_1_2_prepare_qat"),
@@ -69,8 +76,8 @@ MISTAKES = {
         "task_1_2_prepare_qat_code", "for layer in weight_layers(model).values():",
         "for layer in [m for m in model.modules() if isinstance(m, nn.Conv2d)]:", "task_1_2_prepare_qat"),
     "ptq vs qat: PTQ measured on the trained model": (
-        "task_1_3_ptq_vs_qat_code", "qat_models[bits], qat_acc[bits] = model, test_accuracy(model)",
-        "qat_models[bits], qat_acc[bits] = model, test_accuracy(model)\n    ptq_acc[bits] = qat_acc[bits]",
+        "task_1_3_ptq_vs_qat_code", "qat_models[bits], qat_acc[bits] = model, digits_accuracy(model)",
+        "qat_models[bits], qat_acc[bits] = model, digits_accuracy(model)\n    ptq_acc[bits] = qat_acc[bits]",
         "task_1_3_ptq_vs_qat"),
     "ptq vs qat: every model trained at 8 bits": (
         "task_1_3_ptq_vs_qat_code", "    model = prepare_qat(teacher, bits)\n",
@@ -157,8 +164,8 @@ ALTERNATIVES = {
         "task_1_2_prepare_qat"),
     "ptq measured on the model before training it": (
         "task_1_3_ptq_vs_qat_code",
-        "    ptq_acc[bits] = test_accuracy(prepare_qat(teacher, bits))\n    model = prepare_qat(teacher, bits)\n",
-        "    model = prepare_qat(teacher, bits)\n    ptq_acc[bits] = test_accuracy(model)\n",
+        "    ptq_acc[bits] = digits_accuracy(prepare_qat(teacher, bits))\n    model = prepare_qat(teacher, bits)\n",
+        "    model = prepare_qat(teacher, bits)\n    ptq_acc[bits] = digits_accuracy(model)\n",
         "task_1_3_ptq_vs_qat"),
     "distillation with a hand-written KL and nll_loss": (
         "task_2_1_distillation_loss_code",

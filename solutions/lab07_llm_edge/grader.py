@@ -33,7 +33,7 @@ import numpy as np
 
 from autograder.trusted import run_jailed, task
 from helpers.checks import CheckError, check, check_close
-from helpers.llm_edge import REFERENCE_SRC, gemv_problem
+from helpers.gemv_harness import gemv_problem, REFERENCE_SRC
 
 SOLUTION_NOTEBOOK = Path(__file__).resolve().parent / "lab07_llm_edge.ipynb"
 SPEED_FLOOR = 0.5        # the student's kernel must run at >= this fraction of the solution's speed
@@ -103,7 +103,7 @@ ANSWER = os.fdopen(os.dup(1), "w")
 os.dup2(2, 1)
 sys.stdout = sys.stderr
 import numpy as np
-from helpers import llm_edge
+from helpers import edge_llama, gemv_harness
 from helpers.checks import CheckError
 from helpers.kernels.cjit import CompileError, compile_c
 
@@ -133,19 +133,19 @@ for name, b in job["builds"].items():
     step(f"compiling {name}")
     try:
         lib = compile_c(b["source"], name=f"lab07_{b['variant']}_{name}",
-                        extra_flags=(*llm_edge.lab_flags(), *b.get("flags", [])))
-        kernels[name] = llm_edge.bind_kernel(lib, b["variant"], task=job["task"])
+                        extra_flags=(*gemv_harness.lab_flags(), *b.get("flags", [])))
+        kernels[name] = gemv_harness.bind_kernel(lib, b["variant"], task=job["task"])
     except (CompileError, CheckError) as exc:
         finish(error=str(exc), build=name)
 
 runs, wrong = [], False
 for r in job.get("runs", []):
-    p = llm_edge.gemv_problem(r["n"], r["k"], r["seed"])
+    p = gemv_harness.gemv_problem(r["n"], r["k"], r["seed"])
     ys = []
     for _ in range(r["repeats"]):
         step(f"running gemv_int4_{job['variant']} with n={r['n']}, k={r['k']}, num_threads={r['threads']}"
              + (", built without AVX2" if r["build"] == "student_noavx2" else ""))
-        y = llm_edge.run_kernel(kernels[r["build"]], p, r["threads"])
+        y = gemv_harness.run_kernel(kernels[r["build"]], p, r["threads"])
         scale = float(np.abs(p.y_ref).max()) or 1.0
         wrong = wrong or not np.allclose(y, p.y_ref, rtol=1e-4, atol=1e-5 * scale)
         ys.append(y.tolist())
@@ -156,7 +156,7 @@ if wrong:  # the grader will say what is wrong: no need to time it
 
 if "threads" in job:  # the calling thread's CPU time against the whole process's, per batch of calls
     t = job["threads"]
-    p = llm_edge.gemv_problem(t["n"], t["k"], 0)
+    p = gemv_harness.gemv_problem(t["n"], t["k"], 0)
     y = np.empty(p.n, dtype=np.float32)
     args = (p.codes.ctypes.data, p.scales.ctypes.data, p.xq.ctypes.data, p.xs.ctypes.data, y.ctypes.data, p.n, p.k)
     fn = kernels[t["build"]]
@@ -176,10 +176,10 @@ if "threads" in job:  # the calling thread's CPU time against the whole process'
 
 if "timing" in job:
     tm = job["timing"]
-    p = llm_edge.gemv_problem(tm["n"], tm["k"], 0)
+    p = gemv_harness.gemv_problem(tm["n"], tm["k"], 0)
     mine, theirs, floor = tm["until"]
     step(f"timing gemv_int4_{job['variant']}")
-    best = llm_edge.time_kernels({label: (kernels[b], th) for label, (b, th) in tm["kernels"].items()}, p,
+    best = gemv_harness.time_kernels({label: (kernels[b], th) for label, (b, th) in tm["kernels"].items()}, p,
                                  min_repeats=tm["min_repeats"], budget_s=tm["budget_s"],
                                  until=lambda best: best[theirs] >= floor * best[mine])
     out["timing"] = best
@@ -194,7 +194,7 @@ if "decode" in job:
         step("building the tiny Llama")
         model = tiny_llama()
         out["weights_sum"] = weights_sum(model)
-        engine = llm_edge.EdgeLlama(model, llm_edge.W4A8Gemv(kernels["student"], num_threads=1),
+        engine = edge_llama.EdgeLlama(model, edge_llama.W4A8Gemv(kernels["student"], num_threads=1),
                                     max_len=d["max_len"])
         cases = []
         for ids, forced in d["cases"]:
@@ -206,7 +206,7 @@ if "decode" in job:
             cases.append([l.tolist() for l in logits])
         out["decode"] = cases
         solution = copy.copy(engine)  # the same int4 weights, the solution's kernel
-        solution.gemv = llm_edge.W4A8Gemv(kernels["solution"], num_threads=1)
+        solution.gemv = edge_llama.W4A8Gemv(kernels["solution"], num_threads=1)
         step("timing decode steps")
         state = {}
         for name, eng in (("yours", engine), ("solution", solution)):
@@ -473,7 +473,7 @@ class _NumpyW4A8:
 
     def prepare(self, w):
         from helpers.kernels.int4 import quantize_weight_int4
-        from helpers.llm_edge import _unpack
+        from helpers.gemv_harness import _unpack
 
         packed = quantize_weight_int4(w)
         q = _unpack(packed.codes.numpy()).astype(np.float32) - 8        # [n, k_padded]
@@ -481,7 +481,7 @@ class _NumpyW4A8:
         return np.ascontiguousarray(q.reshape(packed.n, nb, 32).transpose(1, 2, 0)), packed.scales.numpy()
 
     def __call__(self, x, handle):
-        from helpers.llm_edge import quantize_activation
+        from helpers.edge_llama import quantize_activation
 
         q, scales = handle                                               # [nb, 32, n], [n, nb]
         xq, xs = quantize_activation(x)                                  # [t, nb * 32], [t, nb]
@@ -499,7 +499,7 @@ def _decode_reference():
     (:class:`_NumpyW4A8`) and its logits at each step."""
     import torch
 
-    from helpers.llm_edge import EdgeLlama
+    from helpers.edge_llama import EdgeLlama
 
     ns: dict = {}
     exec(_TINY_LLAMA, ns)  # noqa: S102 - our own source, shared with the jail

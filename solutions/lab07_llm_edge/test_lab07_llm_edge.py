@@ -10,7 +10,7 @@ import platform
 
 import pytest
 
-from autograder.labtest import cases, lab_tests
+from autograder.labtest import lab_tests
 
 # Stand-ins for the locked set-up cells: the kernel helpers (no SmolLM2: the
 # solution cells of Part 1 only compile and run kernels).
@@ -18,9 +18,8 @@ PREAMBLE = """
 import os, platform
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
-from helpers import llm_edge
-from helpers.llm_edge import (REFERENCE_SRC, bench_problem, check_kernel, compile_kernel, gemv_problem, gops,
-                              reference_kernel, run_kernel, time_kernels)
+from helpers.gemv_harness import (REFERENCE_SRC, bench_problem, check_kernel, compile_kernel, gemv_problem, gops,
+                                  reference_kernel, run_kernel, time_kernels)
 QUICK, SEED = True, 0
 """
 LAB = "lab07_llm_edge"

@@ -3,54 +3,13 @@ solutions written differently, and fail the typical mistakes (run with
 ``pytest solutions/lab10_qml`` or ``-m lab10_qml``)."""
 import pytest
 
-from autograder.labtest import lab_tests
+from autograder.labtest import lab_tests, locked_cell
 
-# Stand-ins for the locked set-up cells (parameters, setup, vqc_model), in QUICK mode.
-PREAMBLE = """
-import json, time
-import numpy as np
-import pennylane as qml
-from pennylane import numpy as pnp
-from qiskit import QuantumCircuit
-from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
-from tqdm.auto import tqdm
-from helpers import quantum
+LAB = "lab10_qml"
+pytestmark = pytest.mark.lab10_qml
 
-QUICK, SEED = True, 0
-P1, P2 = 0.005, 0.03
-READOUT = (0.03, 0.07)
-SHOTS = 50_000
-RESULTS = {}
-
-N_TRAIN = 24
-VQC_STEPS = 40
-N_LAYERS = 3
-P_VQC = 0.02
-X_train, y_train = quantum.classifier_dataset(N_TRAIN, seed=SEED)
-X_test, y_test = quantum.classifier_dataset(N_TRAIN, seed=SEED + 100)
-vqc_device = qml.device("default.mixed", wires=2)
-
-
-@qml.qnode(vqc_device, diff_method="backprop")
-def vqc_circuit(params, x, p):
-    for layer in range(params.shape[0]):
-        for w in range(2):
-            for gate, angle in ((qml.RY, x[w]), (qml.RY, params[layer, w, 0]), (qml.RZ, params[layer, w, 1])):
-                gate(angle, wires=w)
-                qml.DepolarizingChannel(p, wires=w)
-        qml.CNOT(wires=[0, 1])
-        for w in range(2):
-            qml.DepolarizingChannel(p, wires=w)
-    return qml.expval(qml.PauliZ(1))
-
-
-def vqc_outputs(params, X, p):
-    return vqc_circuit(params, pnp.array(np.asarray(X).T, requires_grad=False), p)
-
-
-def initial_params(seed):
-    return pnp.array(np.random.default_rng(seed).normal(0, 0.5, (N_LAYERS, 2, 2)), requires_grad=True)
-"""
+# The notebook's own locked set-up cells (parameters in QUICK mode, setup, vqc_model), run as it runs them.
+PREAMBLE = "QUICK, SEED = True, 0\n" + locked_cell(LAB, "setup") + "\n" + locked_cell(LAB, "vqc_model") + "\n"
 # The locked cell after Task 5.1 (vqc_run) trains the notebook's `params`, which the check of 5.1
 # evaluates. Training takes seconds, so it runs once, with the solution's train_vqc, and every
 # case of 5.1 gets the result (a mistake must be caught by the check's own calls).
@@ -66,10 +25,6 @@ def after(harness, test_id: str) -> str:
 
         _TRAINED["params"] = np.asarray(harness.namespace(extra=VQC_RUN)["params"]).tolist()
     return f"params = pnp.array({_TRAINED['params']!r}, requires_grad=True)\n"
-
-
-LAB = "lab10_qml"
-pytestmark = pytest.mark.lab10_qml
 
 # name: (solution cell, fragment, replacement, the test cell that must fail)
 MISTAKES = {

@@ -1,4 +1,4 @@
-"""Fused fake quantization (quantize-dequantize) for quantization-aware training.
+"""Fused quantize-dequantize (the forward pass of fake quantization) in one kernel.
 
     q   = clamp(round(x / scale) + zero_point, qmin, qmax)     round half to even
     out = (q - zero_point) * scale
@@ -7,9 +7,13 @@ with [qmin, qmax] = [0, 2**bits - 1] (unsigned) or [-2**(bits-1), 2**(bits-1) - 
 (signed). ``scale``/``zero_point`` are scalars (per tensor) or 1-D tensors with one
 entry per slice along ``axis`` (per channel). As in
 ``torch.fake_quantize_per_tensor_affine``, ``x / scale`` is computed as
-``x * (1 / scale)`` in fp32. The backward pass is the straight-through
-estimator: the gradient passes where ``round(x / scale) + zero_point`` lies in
-[qmin, qmax] and is zero where it was clamped.
+``x * (1 / scale)`` in fp32. The kernel also returns where
+``round(x / scale) + zero_point`` lay inside [qmin, qmax] (not clamped).
+
+Forward only, on purpose: the straight-through estimator that makes fake
+quantization trainable is what lab 03's Task 1.1 asks students to write, so
+no ``helpers`` function answers it (the lab contract). The result carries no
+gradient.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import triton.language as tl
 
 from ._launch import check_launch, require
 
-__all__ = ["quant_range", "fake_quantize_spec", "fake_quantize"]
+__all__ = ["quant_range", "fake_quantize_spec", "quantize_dequantize"]
 
 
 def quant_range(bits: int, signed: bool) -> tuple[int, int]:
@@ -108,23 +112,12 @@ def _launch(x: torch.Tensor, scale, zero_point, bits: int, axis: int | None, sig
     return out, keep
 
 
-class _FakeQuantize(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, scale, zero_point, bits, axis, signed):
-        out, keep = _launch(x, scale, zero_point, bits, axis, signed)
-        ctx.save_for_backward(keep)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        (keep,) = ctx.saved_tensors
-        return grad_out * keep.to(grad_out.dtype), None, None, None, None, None
-
-
-def fake_quantize(x: torch.Tensor, scale, zero_point, bits: int = 8, axis: int | None = None,
-                  signed: bool = False) -> torch.Tensor:
-    """Fused quantize-dequantize of ``x`` (one kernel), differentiable w.r.t. ``x``
-    with the straight-through estimator. Scale/zero point get no gradient."""
+@torch.no_grad()
+def quantize_dequantize(x: torch.Tensor, scale, zero_point, bits: int = 8, axis: int | None = None,
+                        signed: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(out, in_range)``: ``x`` quantized and dequantized in one kernel, and a
+    bool tensor that is True where the code was not clamped. No gradient."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"`x` is a {type(x).__name__}, expected a torch tensor.")
-    return _FakeQuantize.apply(x, scale, zero_point, bits, axis, signed)
+    out, keep = _launch(x.detach(), scale, zero_point, bits, axis, signed)
+    return out, keep.bool()
