@@ -54,6 +54,19 @@ def test_lab_has_trusted_checks_and_its_own_tests(lab):
 
 
 @pytest.mark.parametrize("lab", LABS)
+def test_students_choose_quick_mode_through_the_environment(lab, monkeypatch):
+    """README: `EFFML_QUICK=1 make lab`. The released notebook's locked parameters cell reads it."""
+    nb = nbformat.read(COURSE.release_notebook(lab), as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    for value, quick in (("1", True), ("0", False), ("", False)):
+        monkeypatch.setenv("EFFML_QUICK", value)
+        monkeypatch.setenv("EFFML_SEED", "7")
+        ns: dict = {}
+        exec(cell.source, ns)  # noqa: S102 - the course's own locked cell
+        assert (ns["QUICK"], ns["SEED"]) == (quick, 7)
+
+
+@pytest.mark.parametrize("lab", LABS)
 def test_labs_dir_matches_a_fresh_release(lab):
     assert stale_files(COURSE, lab) == [], "run `effml release` and commit labs/"
 
