@@ -12,8 +12,6 @@ largest and smallest subnets) and updates the ``ofa_digits`` entry of
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import sys
 import time
@@ -27,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from helpers import ofa  # noqa: E402
 from helpers.data import load_digits  # noqa: E402
+from helpers.models import save_checkpoint  # noqa: E402
 from helpers.train import seed_everything  # noqa: E402
 
 SEED = 0
@@ -34,8 +33,6 @@ BATCH = 64
 LR = 3e-3
 # (phase, epochs, subnets per step): each phase opens one more elastic dimension.
 PHASES = (("full", 12, 1), ("kernel", 6, 2), ("depth", 8, 2), ("width", 10, 2))
-OUT = ROOT / "datasets" / "ofa_digits.pt"
-MANIFEST = ROOT / "datasets" / "manifest.json"
 
 
 def sample_for_phase(phase: str, rng: random.Random) -> dict:
@@ -84,17 +81,9 @@ def main() -> None:
         arch = extreme_arch(pick)
         accs[name] = round(ofa.measure_accuracy(ofa.build_subnet(net, arch), "test", arch["r"]), 2)
     print(f"test accuracy: largest {accs['largest']:.2f}%, smallest {accs['smallest']:.2f}%")
-    torch.save({"state_dict": net.state_dict(), "test_accuracy": accs}, OUT)
-    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
-    manifest["ofa_digits"] = {
-        "file": OUT.name,
-        "sha256": hashlib.sha256(OUT.read_bytes()).hexdigest(),
-        "build": "python datasets/build_ofa_digits.py",
-        "test_accuracy_largest": accs["largest"],
-        "test_accuracy_smallest": accs["smallest"],
-    }
-    MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {OUT} and the ofa_digits entry of {MANIFEST}")
+    save_checkpoint("ofa_digits", {"state_dict": net.state_dict(), "test_accuracy": accs},
+                    "python datasets/build_ofa_digits.py",
+                    test_accuracy_largest=accs["largest"], test_accuracy_smallest=accs["smallest"])
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ test ``accuracy``) and updates the ``vgg_digits`` entry of
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 from pathlib import Path
 
@@ -20,14 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from helpers.data import digits_loaders  # noqa: E402
-from helpers.models import VGGDigits  # noqa: E402
+from helpers.models import VGGDigits, save_checkpoint  # noqa: E402
 from helpers.train import evaluate, seed_everything, train  # noqa: E402
 
 SEED = 0
 EPOCHS = 20
 SIZE = 16
-OUT = ROOT / "datasets" / "vgg_digits.pt"
-MANIFEST = ROOT / "datasets" / "manifest.json"
 
 
 def main() -> None:
@@ -42,16 +38,8 @@ def main() -> None:
         sched.step()
     acc = evaluate(model, loaders["test"], device="cpu")
     print(f"val {evaluate(model, loaders['val'], device='cpu'):.2f}%  test {acc:.2f}%")
-    torch.save({"state_dict": model.state_dict(), "accuracy": acc}, OUT)
-    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
-    manifest["vgg_digits"] = {
-        "file": OUT.name,
-        "sha256": hashlib.sha256(OUT.read_bytes()).hexdigest(),
-        "build": "python datasets/build_vgg_digits.py",
-        "test_accuracy": round(acc, 2),
-    }
-    MANIFEST.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    print(f"wrote {OUT} and the vgg_digits entry of {MANIFEST}")
+    save_checkpoint("vgg_digits", {"state_dict": model.state_dict(), "accuracy": acc}, "python datasets/build_vgg_digits.py",
+                    test_accuracy=round(acc, 2))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,25 @@ def load_checkpoint(name: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def record_in_manifest(name: str, path: Path, build: str, **facts) -> None:
+    """Write the ``datasets/manifest.json`` entry ``name`` of a file a build
+    script under ``datasets/`` made: file, sha256, the command that rebuilds
+    it and ``facts`` (its test accuracy...); the other entries stay as they are."""
+    manifest_path = DATASETS_DIR / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[name] = {"file": Path(path).name, "sha256": _sha256(Path(path)), "build": build, **facts}
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {path} and the {name} entry of {manifest_path}")
+
+
+def save_checkpoint(name: str, payload: dict, build: str, **facts) -> Path:
+    """Save ``payload`` as ``datasets/<name>.pt`` and record it in the manifest."""
+    path = DATASETS_DIR / f"{name}.pt"
+    torch.save(payload, path)
+    record_in_manifest(name, path, build, **facts)
+    return path
+
+
 def load_baseline() -> VGGDigits:
     """The pretrained VGGDigits baseline of labs 01-03, in eval mode."""
     model = VGGDigits()

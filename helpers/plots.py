@@ -79,3 +79,108 @@ def plot_xy(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xl
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def plot_codebooks(weights, levels: Mapping[str, Sequence[float]], *, bins: int = 80, title: str = ""):
+    """A weight histogram with the quantization levels of each method drawn
+    as vertical lines: where a method spends its levels against where the
+    weights are."""
+    plt = _plt()
+    w = weights.detach().flatten().cpu().numpy() if hasattr(weights, "detach") else weights
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.hist(w, bins=bins, color="0.75")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (label, values) in enumerate(levels.items()):
+        values = values.detach().flatten().cpu().tolist() if hasattr(values, "detach") else list(values)
+        for j, v in enumerate(values):
+            ax.axvline(v, color=colors[i % len(colors)], lw=1, alpha=0.8, ls="-" if i == 0 else "--",
+                       label=label if j == 0 else None)
+    ax.set(xlabel="weight value", ylabel="count", title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_tradeoff(points: Mapping[str, tuple[float, float]], *, xlabel: str = "", ylabel: str = "",
+                  title: str = "", logx: bool = False):
+    """One labelled point per method, e.g. model size against accuracy."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for label, (x, y) in points.items():
+        ax.scatter([x], [y], s=40)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if logx:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_memory_plans(usage: Mapping[str, Sequence[float]], *, budget: float | None = None,
+                      xlabels: Sequence[str] | None = None, ylabel: str = "SRAM in use (KiB)", title: str = ""):
+    """Memory in use at each step of each plan (steps on x), with the budget as a line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for label, values in usage.items():
+        ax.plot(range(len(values)), list(values), marker=".", label=label)
+    if budget is not None:
+        ax.axhline(budget, color="tab:red", ls="--", label="budget")
+    if xlabels is not None:
+        ax.set_xticks(range(len(xlabels)), list(xlabels), rotation=90, fontsize=7)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_channel_magnitudes(magnitudes, *, highlight: Sequence[int] = (), ylabel: str = "mean |x|", title: str = ""):
+    """A value per input channel, the highlighted channels in red: the few
+    channels that carry most of the activation magnitude."""
+    plt = _plt()
+    m = magnitudes.detach().flatten().cpu().numpy() if hasattr(magnitudes, "detach") else magnitudes
+    fig, ax = plt.subplots(figsize=(7, 3))
+    ax.bar(range(len(m)), m, width=1.0, color="0.6")
+    hl = [int(i) for i in highlight]
+    if hl:
+        ax.bar(hl, [m[i] for i in hl], width=1.0, color="tab:red", label=f"top {len(hl)} channels")
+        ax.legend()
+    ax.set(xlabel="input channel", ylabel=ylabel, title=title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_stacked_bars(stacks: Mapping[str, Mapping[str, float]], *, ylabel: str = "", title: str = "",
+                      rotate: bool = False):
+    """One bar per key of ``stacks``, stacked from its parts (the same part
+    names in every bar, e.g. weights, gradients, optimizer state, activations)."""
+    plt = _plt()
+    names = list(stacks)
+    parts = list(dict.fromkeys(p for bar in stacks.values() for p in bar))
+    fig, ax = plt.subplots(figsize=(max(5.5, 0.8 * len(names)), 3.4))
+    bottom = [0.0] * len(names)
+    for part in parts:
+        vals = [float(stacks[n].get(part, 0.0)) for n in names]
+        ax.bar(names, vals, bottom=bottom, label=part)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set(ylabel=ylabel, title=title)
+    if rotate:
+        ax.tick_params(axis="x", rotation=45)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_categories(series: Mapping[str, Mapping[str, float]], *, xlabel: str = "", ylabel: str = "",
+                    title: str = "", logy: bool = False):
+    """One line per series over named categories (e.g. a value per layer)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for label, values in series.items():
+        ax.plot(list(values), list(values.values()), marker="o", label=label)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -84,3 +84,17 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | str |
     if count == 0:
         raise ValueError("evaluate() got an empty loader")
     return 100.0 * correct / count
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Top-1 accuracy as a fraction of ``model`` on tensors ``(x, y)``, in
+    eval mode (the model's mode is kept)."""
+    was_training = model.training
+    model.eval()
+    try:
+        correct = sum((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
+                      for i in range(0, len(y), batch_size))
+    finally:
+        model.train(was_training)
+    return correct / max(len(y), 1)

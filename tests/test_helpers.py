@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import pickle
 import tarfile
 
@@ -107,3 +108,19 @@ def test_check_messages_name_the_task_and_the_problem():
     checks.check_close(torch.ones(3), np.ones(3), name="ok", task="1.1")
     checks.check_equal([1, 2], [1, 2], name="ok")
     assert issubclass(checks.CheckError, AssertionError)  # nbgrader counts it as a failed test
+
+
+def test_a_build_script_records_its_checkpoint_in_the_manifest(tmp_path, monkeypatch):
+    from helpers import models
+
+    monkeypatch.setattr(models, "DATASETS_DIR", tmp_path)
+    (tmp_path / "manifest.json").write_text('{"other": {"file": "o.pt"}}')
+    path = models.save_checkpoint("tiny", {"state_dict": {"w": torch.ones(2)}}, "python datasets/build_tiny.py",
+                                  test_accuracy=97.5)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["other"] == {"file": "o.pt"}                      # the other entries stay
+    assert manifest["tiny"]["file"] == path.name == "tiny.pt" and manifest["tiny"]["test_accuracy"] == 97.5
+    assert torch.equal(models.load_checkpoint("tiny")["state_dict"]["w"], torch.ones(2))
+    path.write_bytes(path.read_bytes() + b"x")                          # a stale file fails loudly
+    with pytest.raises(ValueError, match="rebuild it with `python datasets/build_tiny.py`"):
+        models.load_checkpoint("tiny")

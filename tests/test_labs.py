@@ -131,6 +131,15 @@ class GradedLab:
                    if not re.search(p, stdout)]
         assert missing == [], f"the solution never printed lines matching {missing}"
 
+    def test_the_solution_draws_its_figures(self, graded):
+        """Every cell tagged `figure` (docs/authoring.md) shows an image in the solution's graded run."""
+        _, notebooks = graded
+        tagged = [c for c in notebooks["solution"].cells if "figure" in c.metadata.get("tags", [])]
+        assert tagged, f"{self.LAB} draws no figure: tag the cells that draw one `figure`"
+        blank = [c.metadata.get("nbgrader", {}).get("grade_id", c.get("id")) for c in tagged
+                 if not any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+        assert blank == [], f"these figure cells showed no image: {blank}"
+
     def test_the_blank_release_scores_zero(self, graded):
         results, notebooks = graded
         r = results["blank"]
