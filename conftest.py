@@ -66,6 +66,9 @@ SLOW_FIRST = (
     "tests/test_grading.py",
     "tests/test_cli_clients.py",
     "tests/test_labs.py::TestGradedLab07LlmEdge",
+    "tests/test_gradescope.py",
+    "tests/test_exchange.py",
+    "tests/test_browser.py",
 )
 
 

@@ -4,6 +4,7 @@ autograder/course.py)."""
 import os
 
 from autograder.course import NEVER_RELEASED
+from autograder.nbgrader_setup import configure
 from autograder.release import generate_assignment_preprocessors
 from autograder.report import feedback_preprocessors
 from autograder.sanitize import HTML_FILTERS
@@ -22,6 +23,16 @@ c.CourseDirectory.submitted_directory = os.path.join(WORK, "submitted")
 c.CourseDirectory.autograded_directory = os.path.join(WORK, "autograded")
 c.CourseDirectory.feedback_directory = os.path.join(WORK, "feedback")
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(WORK, "gradebook.db")
+
+# nbgrader on its own (a fresh clone, Formgrader, `nbgrader autograde`, the
+# Validate button, the Assignment List): the grading folder is created (the
+# gradebook's sqlite needs it), the exchange for release/fetch/submit/collect
+# is `$EFFML_EXCHANGE` (default grading/exchange; on a shared JupyterHub
+# e.g. /srv/nbgrader/exchange) for course `$EFFML_COURSE_ID` (default
+# "effml"), and nbgrader's notebook runs take each lab's limits from its
+# solution notebook and QUICK mode from EFFML_QUICK (default on), as
+# `effml grade` does (autograder/nbgrader_setup.py).
+configure(c, HERE)
 
 # Stubs name their task: raise NotImplementedError("Task 1.2").
 c.GenerateAssignment.preprocessors = generate_assignment_preprocessors()

@@ -113,15 +113,34 @@ def cmd_validate(args, course: Course) -> int:
     return code
 
 
-def _progress_printer(total: int):
-    from tqdm.auto import tqdm
+def _progress_printer(total: int, stream=None):
+    """A tqdm bar with ETA on a terminal; one plain line per submission
+    otherwise (logs, CI, pipes). Returns (progress(result), closer)."""
+    stream = stream or sys.stderr
+    done = [0]
+    if stream.isatty():
+        from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, unit="nb", desc="grading", file=sys.stderr, disable=None)
+        bar = tqdm(total=total, unit="nb", desc="grading", file=stream)
+
+        def progress(r):
+            bar.update(1)
+            bar.set_postfix_str(plain_text(f"{r.student}/{r.lab}: {r.auto_score:g}/{r.auto_max:g} {r.status}", 60))
+        return progress, bar
+    start = time.monotonic()
 
     def progress(r):
-        bar.update(1)
-        bar.set_postfix_str(plain_text(f"{r.student}/{r.lab}: {r.auto_score:g}/{r.auto_max:g} {r.status}", 60))
-    return progress, bar
+        done[0] += 1
+        elapsed = time.monotonic() - start
+        eta = elapsed / done[0] * (total - done[0])
+        print(plain_text(f"[{done[0]}/{total}] {r.student}/{r.lab}: {r.auto_score:g}/{r.auto_max:g} {r.status}"
+                         f"{' (unchanged)' if r.resumed else ''} ({r.total_s:.0f} s; elapsed {elapsed:.0f} s, "
+                         f"ETA {eta:.0f} s)", 300), file=stream, flush=True)
+
+    class _Closer:
+        def close(self):
+            pass
+    return progress, _Closer()
 
 
 def collect_submissions(path: Path, labs: list[str], only: str | None = None):
@@ -192,10 +211,30 @@ def cmd_gradebook(args, course: Course) -> int:
 
 
 def cmd_export(args, course: Course) -> int:
-    from .report import export_csv
+    from .report import export_canvas, export_csv
 
-    for p in export_csv(course, Path(args.output or course.workdir / "export"), _lab(args, course)):
+    writer = export_canvas if args.format == "canvas" else export_csv
+    for p in writer(course, Path(args.output or course.workdir / "export"), _lab(args, course)):
         print(f"wrote {p}")
+    return 0
+
+
+def cmd_report(args, course: Course) -> int:
+    from .lab_report import write_report
+
+    path = write_report(course, course.check_lab(args.lab), Path(args.output) if args.output else None)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_gradescope(args, course: Course) -> int:
+    from .gradescope import write_bundle
+
+    out = Path(args.output)
+    zpath = write_bundle(course, course.check_lab(args.lab), out, quick=not args.full, seed=args.seed,
+                        visible=args.visible)
+    print(f"wrote {out / 'setup.sh'}, {out / 'run_autograder'}, {out / 'course'}/\n"
+          f"upload {zpath} as the assignment's autograder on Gradescope")
     return 0
 
 
@@ -283,10 +322,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab")
     p.set_defaults(func=cmd_gradebook)
 
-    p = add("export", help="CSV per lab and per task")
+    p = add("export", help="CSV per lab and per task, or a Canvas gradebook import")
     p.add_argument("--lab")
     p.add_argument("-o", "--output")
+    p.add_argument("--format", choices=["csv", "canvas"], default="csv",
+                   help="csv: grades_<lab>.csv and tasks.csv; canvas: canvas_grades.csv (Grades > Import)")
     p.set_defaults(func=cmd_export)
+
+    p = add("report", help="an HTML page for the instructor: scores, pass rates, failures, who needs attention")
+    p.add_argument("lab")
+    p.add_argument("-o", "--output", help="the HTML file (default: <workdir>/reports/<lab>.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = add("gradescope", help="write a Gradescope autograder bundle for a lab")
+    p.add_argument("lab")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--full", action="store_true", help="grade in full mode instead of QUICK")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--visible", action="store_true",
+                   help="show per-task results (hidden cases included) at once, not after the due date")
+    p.set_defaults(func=cmd_gradescope)
 
     p = add("feedback", help="HTML feedback for graded submissions")
     p.add_argument("--lab")

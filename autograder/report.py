@@ -116,6 +116,48 @@ def export_csv(course: Course, out_dir: Path, lab: str | None = None) -> list[Pa
     return written
 
 
+CANVAS_HEAD = ["Student", "ID", "SIS User ID", "SIS Login ID", "Section"]
+
+
+def export_canvas(course: Course, out_dir: Path, lab: str | None = None) -> list[Path]:
+    """``canvas_grades.csv``: Canvas's gradebook import format (Grades >
+    Import): ``Student, ID, SIS User ID, SIS Login ID, Section`` then one
+    column per lab holding the student's *total* (automatic points plus the
+    points given by hand so far), a ``Points Possible`` row under the header.
+    The nbgrader student id goes in ``SIS Login ID`` (what Canvas matches on
+    when ``ID`` is empty); names come from the gradebook when it has them.
+    Edit the lab column headers to your Canvas assignment names (Canvas adds
+    an ``(id)`` on export) to update existing assignments."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = results(course, lab)
+    labs = sorted({r.lab for r in rows})
+    students = sorted({r.student for r in rows})
+    names = {}
+    if course.db_path.exists():
+        with Gradebook(course.db_url) as gb:
+            for sid in students:
+                try:
+                    s = gb.find_student(sid)
+                except MissingEntry:
+                    continue
+                full = " ".join(x for x in (s.first_name, s.last_name) if x)
+                names[sid] = f"{s.last_name}, {s.first_name}" if s.first_name and s.last_name else full
+    by = {(r.student, r.lab): r for r in rows}
+    possible = {lab_id: max(r.max_score for r in rows if r.lab == lab_id) for lab_id in labs}
+    path = out_dir / "canvas_grades.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([csv_cell(v) for v in CANVAS_HEAD + labs])
+        w.writerow(["Points Possible", "", "", "", ""] + [f"{possible[x]:g}" for x in labs])
+        for sid in students:
+            scores = [f"{by[(sid, x)].total_score:g}" if (sid, x) in by else "" for x in labs]
+            w.writerow([csv_cell(v) for v in [names.get(sid) or sid, "", "", sid, ""]] + scores)
+    return [path]
+
+
 # ---------------------------------------------------------------- feedback
 
 FEEDBACK_TIMEOUT_S = float(os.environ.get("EFFML_FEEDBACK_TIMEOUT", "60"))  # per student
