@@ -318,5 +318,56 @@ def load_cifar10(split: str = "train", root: str | Path | None = None,
     return ArrayDataset(np.concatenate(images), np.concatenate(labels))
 
 
+# ---------------------------------------------------------------- moving digits (lab 14)
+
+MOTION_CLASSES = ("moves right", "moves left", "right and back", "left and back")
+
+
+def motion_order(label: int, frames: int = 8) -> list[int]:
+    """The order in which a clip of class ``label`` visits the ``frames``
+    positions ``0 < 1 < ... < frames - 1`` of its path (left to right):
+    0 ascending, 1 descending, 2 the even positions out then the odd ones back,
+    3 the reverse of 2. Every class visits the same positions, once each."""
+    out_and_back = list(range(0, frames, 2)) + list(range(1, frames, 2))[::-1]
+    return [list(range(frames)), list(range(frames))[::-1], out_and_back, out_and_back[::-1]][label]
+
+
+def moving_digits(split: str = "train", n: int = 1000, frames: int = 8, size: int = 20, seed: int = 0,
+                  noise: float = 0.05):
+    """Clips of a digit moving horizontally, deterministic in ``(split, n, frames, size, seed)``.
+
+    Returns ``(clips, labels)``: ``clips`` float32 ``[n, frames, 1, size, size]`` in [0, 1],
+    ``labels`` int64 ``[n]``, the motion class (:data:`MOTION_CLASSES`). The target digit (an
+    8x8 digit of ``split``) sits at a random height and visits ``frames`` horizontal positions
+    one pixel apart in the order :func:`motion_order` gives its class. A distractor digit moves
+    vertically in a random pattern of its own (independent of the label), and every pixel gets
+    Gaussian noise. Every class visits the same positions, so the *set* of frames of a clip says
+    nothing about its label: only their order does, and a per-frame model is at chance."""
+    import torch
+
+    if split not in DIGITS_SPLIT_SIZES:
+        raise ValueError(f"split must be one of {sorted(DIGITS_SPLIT_SIZES)}, got {split!r}")
+    if size < 8 + frames - 1:
+        raise ValueError(f"size must be at least {8 + frames - 1} for {frames} frames, got {size}")
+    images, _, index = _digits_arrays()
+    pool = images[index[split]]
+    rng = np.random.RandomState([seed, list(DIGITS_SPLIT_SIZES).index(split), n, frames, size])
+    clips = np.zeros((n, frames, size, size), dtype=np.float32)
+    labels = rng.randint(0, len(MOTION_CLASSES), size=n)
+    span = size - 8 - (frames - 1)  # free room for the path's start
+    for i in range(n):
+        target, distractor = pool[rng.randint(len(pool))], pool[rng.randint(len(pool))]
+        x0, y = rng.randint(span + 1), rng.randint(size - 8 + 1)
+        dx, dy0 = rng.randint(size - 8 + 1), rng.randint(span + 1)
+        d_order = motion_order(rng.randint(len(MOTION_CLASSES)), frames)
+        for t, (k, j) in enumerate(zip(motion_order(int(labels[i]), frames), d_order)):
+            frame = clips[i, t]
+            np.maximum(frame[dy0 + j:dy0 + j + 8, dx:dx + 8], distractor, out=frame[dy0 + j:dy0 + j + 8, dx:dx + 8])
+            np.maximum(frame[y:y + 8, x0 + k:x0 + k + 8], target, out=frame[y:y + 8, x0 + k:x0 + k + 8])
+    clips += noise * rng.randn(*clips.shape).astype(np.float32)
+    np.clip(clips, 0.0, 1.0, out=clips)
+    return torch.from_numpy(clips).unsqueeze(2), torch.from_numpy(labels.astype(np.int64))
+
+
 if __name__ == "__main__":  # `python -m helpers.data`: what `make venv` runs
     print(f"SmolLM2 converted weights: {build_smollm2_cache()}")

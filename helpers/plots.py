@@ -184,3 +184,29 @@ def plot_categories(series: Mapping[str, Mapping[str, float]], *, xlabel: str = 
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_frames(clip, *, classes: Sequence[str], label: int | None = None, predictions: Sequence[int] | None = None,
+                confidences: Sequence[float] | None = None, title: str = ""):
+    """The frames of a video clip ``[T, 1, H, W]`` in a row; with ``predictions``, the class
+    predicted after each frame (green when it is the label) above it."""
+    plt = _plt()
+    T = clip.shape[0]
+    fig, axes = plt.subplots(1, T, figsize=(1.35 * T, 1.9))
+    for t, ax in enumerate(axes):
+        ax.imshow(clip[t, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(f"t={t}", fontsize=8)
+        if predictions is not None:
+            text = classes[int(predictions[t])]
+            if confidences is not None:
+                text += f"\n{100 * float(confidences[t]):.0f}%"
+            ok = label is not None and int(predictions[t]) == int(label)
+            ax.set_title(text, fontsize=7, color="tab:green" if ok else "tab:red")
+    head = title or ""
+    if label is not None:
+        head = (head + "  " if head else "") + f"label: {classes[int(label)]}"
+    fig.suptitle(head, fontsize=9)
+    fig.tight_layout()
+    return fig

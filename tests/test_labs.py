@@ -29,7 +29,7 @@ COURSE = Course()
 LABS = COURSE.labs()
 ROOT = COURSE.root
 # Longest first, so the two workers finish together.
-ORDER = ["lab06_awq", "lab08_qlora", "lab03_qat_kd", "lab07_llm_edge", "lab01_pruning", "lab02_quantization",
+ORDER = ["lab06_awq", "lab08_qlora", "lab14_tsm", "lab03_qat_kd", "lab07_llm_edge", "lab01_pruning", "lab02_quantization",
          "lab09_distributed", "lab00_basics", "lab04_nas", "lab10_qml", "lab05_tinyengine"]
 
 
