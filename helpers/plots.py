@@ -2,6 +2,7 @@
 inspect it; notebooks display it inline."""
 from __future__ import annotations
 
+import math
 from typing import Mapping, Sequence
 
 
@@ -47,8 +48,6 @@ def plot_bars(values: Mapping[str, float], *, ylabel: str = "", title: str = "",
 
 def plot_weight_histograms(named_weights: Mapping[str, "object"], *, bins: int = 64, cols: int = 3):
     """One histogram per tensor (e.g. ``dict(model.named_parameters())``)."""
-    import math
-
     plt = _plt()
     names = list(named_weights)
     rows = math.ceil(len(names) / cols)
@@ -208,5 +207,80 @@ def plot_frames(clip, *, classes: Sequence[str], label: int | None = None, predi
     if label is not None:
         head = (head + "  " if head else "") + f"label: {classes[int(label)]}"
     fig.suptitle(head, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_grid(images01, *, nrow: int = 10, title: str = "", row_labels: Sequence[str] | None = None):
+    """A grid of ``[N, 1, H, W]`` images in [0, 1], ``nrow`` per row."""
+    plt = _plt()
+    n = images01.shape[0]
+    rows = math.ceil(n / nrow)
+    fig, axes = plt.subplots(rows, nrow, figsize=(0.75 * nrow, 0.75 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images01[i, 0].detach().cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
+    if row_labels:
+        for r, label in enumerate(row_labels[:rows]):
+            axes[r, 0].set_title(label, fontsize=7, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_quality_vs_steps(steps: Sequence[int], acc: Sequence[float], conf: Sequence[float], *,
+                          ddpm: tuple[int, float, float] | None = None, title: str = ""):
+    """DDIM quality (classifier accuracy and confidence) against the number of
+    steps, with the DDPM reference ``(steps, accuracy, confidence)`` as dashed lines."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    ax.plot(steps, acc, marker="o", label="DDIM accuracy")
+    ax.plot(steps, conf, marker="s", label="DDIM confidence")
+    if ddpm:
+        n, a, c = ddpm
+        ax.axhline(a, ls="--", color="tab:blue", alpha=0.6, label=f"DDPM {n} steps accuracy")
+        ax.axhline(c, ls=":", color="tab:orange", alpha=0.8, label=f"DDPM {n} steps confidence")
+    ax.set(xscale="log", xlabel="sampling steps (network evaluations)", ylabel="fraction", ylim=(0, 1.02),
+           title=title)
+    ax.set_xticks(list(steps), [str(s) for s in steps], minor=False)
+    ax.set_xticks([], minor=True)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sige_scaling(fractions: Sequence[float], macs_ratio: Sequence[float], speedup: Sequence[float],
+                      *, title: str = ""):
+    """MAC reduction and wall-time speedup of SIGE over dense recomputation
+    against the edited area."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    pct = [100 * f for f in fractions]
+    ax.plot(pct, macs_ratio, marker="o", label="MACs: dense / SIGE")
+    ax.plot(pct, speedup, marker="s", label="wall time: dense / SIGE")
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="edited area (% of the image)", ylabel="reduction (x)", title=title)
+    ax.set_xticks(pct, [f"{p:g}%" for p in pct], minor=False)
+    ax.set_xticks([], minor=True)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_edit(original01, edited01, masks: Sequence, *,
+              titles: Sequence[str] = ()):
+    """The original and edited images, then the changed region at each layer."""
+    plt = _plt()
+    n = 2 + len(masks)
+    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.1))
+    axes[0].imshow(original01.squeeze().cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
+    axes[1].imshow(edited01.squeeze().cpu().numpy(), cmap="gray_r", vmin=0, vmax=1)
+    for ax, m in zip(axes[2:], masks):
+        ax.imshow(m.float().cpu().numpy(), cmap="Reds", vmin=0, vmax=1)
+    for ax, t in zip(axes, ["original", "edited", *titles]):
+        ax.set_title(t, fontsize=7)
+        ax.axis("off")
     fig.tight_layout()
     return fig
