@@ -22,22 +22,22 @@ With ``--json`` the last line is a JSON object with those keys and
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _lab import lab_benchmark  # noqa: E402
 
 LAB = "lab15_diffusion_sige"
 KEYS = ("ddim_quality", "ddpm_quality", "sige_macs_ratio", "sige_speedup", "sige_max_abs_diff")
 
 
-def run_notebook(quick: bool, timeout: int | None) -> tuple[dict, float]:
-    from autograder.labrun import run_solution
-
-    return run_solution(LAB, quick=quick, cell_timeout=timeout)
+def show(figures: dict) -> None:
+    print(f"  ddim_quality     {figures['ddim_quality']}   (ddpm_quality {figures['ddpm_quality']})")
+    print(f"  sige_macs_ratio  {figures['sige_macs_ratio']}")
+    print(f"  sige_speedup     {figures['sige_speedup']}")
+    print(f"  sige_max_abs_diff {figures['sige_max_abs_diff']:.2e}")
 
 
 def verdicts(fig: dict) -> list[tuple[str, bool]]:
@@ -55,30 +55,5 @@ def verdicts(fig: dict) -> list[tuple[str, bool]]:
     ]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="QUICK mode instead of full (the targets are full mode's)")
-    parser.add_argument("--timeout", type=int, default=None, help="per-cell time limit in seconds (default: labrun's)")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    args = parser.parse_args(argv)
-
-    figures, runtime = run_notebook(quick=args.quick, timeout=args.timeout)
-    print(f"Lab 15 ({'QUICK' if args.quick else 'full'} mode), notebook wall time {runtime:.1f} s")
-    missing = [k for k in KEYS if k not in figures]
-    if missing:
-        print(f"the notebook recorded no {', '.join(missing)}")
-        return 2
-    print(f"  ddim_quality     {figures['ddim_quality']}   (ddpm_quality {figures['ddpm_quality']})")
-    print(f"  sige_macs_ratio  {figures['sige_macs_ratio']}")
-    print(f"  sige_speedup     {figures['sige_speedup']}")
-    print(f"  sige_max_abs_diff {figures['sige_max_abs_diff']:.2e}")
-    results = verdicts(figures)
-    for what, ok in results:
-        print(f"  target: {what} ({'meets' if ok else 'MISSES'})")
-    if args.json:
-        print(json.dumps({**{k: figures[k] for k in KEYS}, "runtime_s": round(runtime, 2)}, sort_keys=True))
-    return 0 if all(ok for _, ok in results) else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lab_benchmark(LAB, "Lab 15", KEYS, verdicts, show, doc=__doc__))

@@ -18,50 +18,31 @@ With ``--json`` the last line is a JSON object with those keys and ``runtime_s``
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _lab import lab_benchmark  # noqa: E402
 
 LAB = "lab13_on_device_training"
 KEYS = ("training_memory_bytes", "sparse_update_acc_gap", "qas_acc_gain")
 
 
-def main(argv=None) -> int:
-    from autograder.labrun import run_solution
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="QUICK mode instead of full mode")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    args = parser.parse_args(argv)
-
-    figures, seconds = run_solution(LAB, quick=args.quick)
-    missing = [k for k in KEYS if k not in figures]
-    if missing:
-        print(f"the notebook recorded no {missing}", file=sys.stderr)
-        return 1
-    mem = figures["training_memory_bytes"]
-    ratio = mem["full"] / mem["bias"]
-    frac = mem["sparse"] / mem["full"]
-    gap, gain = figures["sparse_update_acc_gap"], figures["qas_acc_gain"]
-    checks = {
-        f"bias-only memory: full / bias = {ratio:.1f}x (target >= 5x)": ratio >= 5,
-        f"sparse update: {gap:+.4f} below full fine-tuning (target <= 0.02)": gap <= 0.02,
-        f"sparse update memory: {frac:.2f} of full (target <= 0.33)": frac <= 1 / 3,
-        f"int8 QAS gain: {gain:+.4f} (target > 0)": gain > 0,
-    }
-    print(f"Lab 13 ({'QUICK' if args.quick else 'full'} mode), notebook wall time {seconds:.1f} s")
-    for scheme, b in mem.items():
+def show(figures: dict) -> None:
+    for scheme, b in figures["training_memory_bytes"].items():
         print(f"  {scheme:8s} {b / 1024:9.1f} KiB")
-    for line, ok in checks.items():
-        print(f"  {line}: {'meets' if ok else 'MISSES'}")
-    if args.json:
-        print(json.dumps({**{k: figures[k] for k in KEYS}, "runtime_s": round(seconds, 2)}, sort_keys=True))
-    return 0 if all(checks.values()) else 1
+
+
+def verdicts(figures: dict) -> list[tuple[str, bool]]:
+    mem = figures["training_memory_bytes"]
+    ratio, frac = mem["full"] / mem["bias"], mem["sparse"] / mem["full"]
+    gap, gain = figures["sparse_update_acc_gap"], figures["qas_acc_gain"]
+    return [(f"bias-only memory: full / bias = {ratio:.1f}x (>= 5x)", ratio >= 5),
+            (f"sparse update: {gap:+.4f} below full fine-tuning (<= 0.02)", gap <= 0.02),
+            (f"sparse update memory: {frac:.2f} of full (<= 0.33)", frac <= 1 / 3),
+            (f"int8 QAS gain: {gain:+.4f} (> 0)", gain > 0)]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lab_benchmark(LAB, "Lab 13", KEYS, verdicts, show, doc=__doc__))

@@ -18,13 +18,12 @@ With ``--json`` the last line is a JSON object with those keys and
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _lab import lab_benchmark  # noqa: E402
 
 LAB = "lab14_tsm"
 # key: (target, ">=" or "<=", what)
@@ -35,37 +34,11 @@ TARGETS = {
 }
 
 
-def run_notebook(quick: bool, timeout: int) -> tuple[dict, float]:
-    from autograder.labrun import run_solution
-
-    return run_solution(LAB, quick=quick, cell_timeout=timeout)
-
-
-def meets(value: float, target: float, sense: str) -> bool:
-    return value >= target if sense == ">=" else value <= target
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="QUICK mode instead of full (the targets are full mode's)")
-    parser.add_argument("--timeout", type=int, default=None, help="per-cell time limit in seconds (default: labrun's)")
-    parser.add_argument("--json", action="store_true", help="end with one JSON line of the figures")
-    args = parser.parse_args(argv)
-
-    figures, runtime = run_notebook(quick=args.quick, timeout=args.timeout)
-    print(f"Lab 14 ({'QUICK' if args.quick else 'full'} mode), notebook wall time {runtime:.1f} s")
-    missing = [k for k in TARGETS if k not in figures]
-    if missing:
-        print(f"the notebook recorded no {', '.join(missing)}")
-        return 2
-    for key, (target, sense, what) in TARGETS.items():
-        value = figures[key]
-        verdict = "meets" if meets(value, target, sense) else "MISSES"
-        print(f"  {key:26s} {value:8.3f}   target {sense} {target:g}  ({what}; {verdict})")
-    if args.json:
-        print(json.dumps({**{k: figures[k] for k in TARGETS}, "runtime_s": round(runtime, 2)}, sort_keys=True))
-    return 0 if all(meets(figures[k], t, s) for k, (t, s, _) in TARGETS.items()) else 1
+def verdicts(figures: dict) -> list[tuple[str, bool]]:
+    return [(f"{what}: {figures[key]:.3f} ({sense} {target:g})",
+             figures[key] >= target if sense == ">=" else figures[key] <= target)
+            for key, (target, sense, what) in TARGETS.items()]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(lab_benchmark(LAB, "Lab 14", tuple(TARGETS), verdicts, doc=__doc__))
