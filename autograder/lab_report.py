@@ -69,6 +69,11 @@ def attention(rows) -> list[tuple[str, str]]:
             why.append(f"{r.status}: {r.reason}")
         if r.review:
             why.append("needs review (possible tampering): " + "; ".join(r.review[:3]))
+        # grade.sanitize restored these from the release: the score is right, the intent worth a look
+        restored = [x for x in r.reasons if x.startswith(("edited read-only cells", "deleted graded cells",
+                                                           "duplicated cell ids"))]
+        if restored:
+            why.append("changed the lab's locked cells: " + "; ".join(restored[:3]))
         if r.manual_pending:
             why.append(f"manual grading pending ({r.manual_pending} answer(s))")
         if why:

@@ -92,6 +92,9 @@ def test_the_hardest_task_comes_first():
     assert reason_kind(r) == "cell timeout"
     assert reason_kind(Result("y", LAB, "ok")) is None
     assert attention([Result("z", LAB, "ok", manual_pending=1)]) == [("z", "manual grading pending (1 answer(s))")]
+    edited = Result("t", LAB, "ok", reasons=["edited read-only cells task_1_1_output_size (restored from the release)"])
+    assert attention([edited]) == [("t", "changed the lab's locked cells: edited read-only cells task_1_1_output_size "
+                                         "(restored from the release)")]
 
 
 def test_report_of_an_ungraded_lab_is_a_one_line_error(tmp_path, capsys):
