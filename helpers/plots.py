@@ -284,3 +284,65 @@ def plot_edit(original01, edited01, masks: Sequence, *,
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def plot_features(wave, log_mel, mfcc, *, sample_rate: int, title: str = ""):
+    """A clip's waveform, log-mel spectrogram ``[n_mels, T]`` and MFCCs ``[n_mfcc, T]``."""
+    import numpy as np
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3))
+    axes[0].plot(np.arange(len(wave)) / sample_rate, wave, lw=0.5)
+    axes[0].set(xlabel="time (s)", title=f"waveform {title}")
+    axes[1].imshow(log_mel, origin="lower", aspect="auto")
+    axes[1].set(xlabel="frame", ylabel="mel band", title="log-mel")
+    axes[2].imshow(mfcc, origin="lower", aspect="auto")
+    axes[2].set(xlabel="frame", ylabel="coefficient", title="MFCC")
+    fig.tight_layout()
+    return fig
+
+
+def plot_accuracy_vs_snr(curves: dict, target: float | None = None):
+    """``curves``: ``{name: {snr label: accuracy fraction}}`` (same labels, in order)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, accs in curves.items():
+        ax.plot(list(accs), [100 * v for v in accs.values()], marker="o", label=name)
+    if target is not None:
+        ax.axhline(100 * target, color="gray", ls="--", lw=1, label="target (clean)")
+    ax.set(xlabel="SNR (dB)", ylabel="test accuracy (%)", title="keyword spotting accuracy vs noise")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_stream(audio, posteriors, smoothed, detections, events, *, sample_rate: int, classes: Sequence[str],
+                n_keywords: int, hop: int, stride: int, threshold: float, seconds: float = 20.0):
+    """The first ``seconds`` of an audio stream: waveform with the true
+    keywords, and the best keyword posterior (raw, smoothed; the first
+    ``n_keywords`` classes) with the detections."""
+    import numpy as np
+
+    plt = _plt()
+    fig, axes = plt.subplots(2, 1, figsize=(12, 4.5), sharex=True)
+    n = int(seconds * sample_rate)
+    axes[0].plot(np.arange(min(n, len(audio))) / sample_rate, audio[:n], lw=0.3)
+    for s, e, c in events:
+        if s < n:
+            axes[0].axvspan(s / sample_rate, e / sample_rate, color="tab:green", alpha=0.3)
+            axes[0].text(s / sample_rate, 0.9 * np.abs(audio[:n]).max(), classes[c], fontsize=8)
+    steps = np.asarray(posteriors)
+    t = (np.arange(len(steps)) + 1) * stride * hop / sample_rate
+    keep = t <= seconds
+    axes[1].plot(t[keep], steps[keep, :n_keywords].max(1), lw=0.6, label="best keyword posterior")
+    axes[1].plot(t[keep], np.asarray(smoothed)[keep, :n_keywords].max(1), lw=1.2, label="smoothed")
+    axes[1].axhline(threshold, color="gray", ls="--", lw=1)
+    for frame, c in detections:
+        ts = (frame + 1) * hop / sample_rate
+        if ts <= seconds:
+            axes[1].axvline(ts, color="tab:red", lw=1)
+            axes[1].text(ts, 1.02, classes[c], fontsize=8, color="tab:red")
+    axes[1].set(xlabel="time (s)", ylim=(0, 1.1))
+    axes[1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
